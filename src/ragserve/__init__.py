@@ -1,0 +1,2 @@
+"""ragserve."""
+__version__ = "0.1.0"

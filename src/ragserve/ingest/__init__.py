@@ -1,0 +1,1 @@
+"""Turning files and uploads into parsed documents."""

@@ -1,0 +1,1 @@
+"""Retrieval: score fusion, hybrid search, de-duplication."""

@@ -1,0 +1,76 @@
+"""Typed settings, read from `RAGSERVE_*` environment variables and a `.env` file.
+
+Nothing here is built at import time: callers construct `Settings()` when they need it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ragserve.errors import ConfigurationError
+from ragserve.types import SearchMode
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAGSERVE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    default_tenant: str = Field(default="default", min_length=1, max_length=128)
+    default_collection: str = Field(default="default", min_length=1, max_length=128)
+    vector_store: Literal["embedded"] = "embedded"
+    request_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    embed_device: str | None = None
+    embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    embed_threads: int | None = Field(default=None, ge=1, le=256)
+
+    chunk_tokens: int = Field(default=200, ge=16, le=254)
+    chunk_overlap: int = Field(default=32, ge=0, le=127)
+
+    search_mode: SearchMode = "hybrid"
+    top_k: int = Field(default=5, ge=1, le=100)
+    rrf_k: float = Field(default=60.0, gt=0)
+    dense_weight: float = Field(default=1.0, ge=0)
+    keyword_weight: float = Field(default=1.0, ge=0)
+    candidates: int = Field(default=100, ge=1, le=1000)
+    mmr_lambda: float | None = Field(default=None, ge=0, le=1)
+
+    hnsw_m: int = Field(default=16, ge=4, le=128)
+    hnsw_ef_construction: int = Field(default=200, ge=16, le=2000)
+    hnsw_ef_search: int = Field(default=100, ge=10, le=2000)
+
+    max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_query_chars: int = Field(default=4000, ge=16)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.chunk_overlap * 2 >= self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be less than half of chunk_tokens "
+                f"({self.chunk_tokens})"
+            )
+        if self.dense_weight == 0 and self.keyword_weight == 0:
+            raise ValueError("dense_weight and keyword_weight cannot both be 0")
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, turning validation errors into one readable message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"RAGSERVE_{'_'.join(str(p) for p in err['loc']).upper() or 'SETTINGS'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from exc
