@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     mmr_lambda: float | None = Field(default=None, ge=0, le=1)
 
     hnsw_m: int = Field(default=16, ge=4, le=128)
-    hnsw_ef_construction: int = Field(default=200, ge=16, le=2000)
+    hnsw_ef_construction: int = Field(default=100, ge=16, le=2000)
     hnsw_ef_search: int = Field(default=100, ge=10, le=2000)
 
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

@@ -106,6 +106,15 @@ class DocumentInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentState:
+    """What ingestion needs to know to skip an unchanged document."""
+
+    content_hash: str
+    version: int
+    chunk_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
     id: str
     status: Literal["created", "updated", "unchanged"]

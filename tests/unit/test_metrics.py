@@ -63,9 +63,7 @@ def test_ndcg_ideal_is_capped_at_k() -> None:
     # two gains too, so this is a perfect score at that cutoff.
     assert ndcg_at_k(["a", "b", "c"], {"a": 1, "b": 1, "c": 1}, k=2) == pytest.approx(1.0)
     # Only one relevant doc in the top 2 of 3 relevant: DCG = 1, IDCG = 1 + 1/log2(3).
-    assert ndcg_at_k(["a", "x", "b"], {"a": 1, "b": 1, "c": 1}, k=2) == pytest.approx(
-        1 / (1 + 1 / math.log2(3))
-    )
+    assert ndcg_at_k(["a", "x", "b"], {"a": 1, "b": 1, "c": 1}, k=2) == pytest.approx(1 / (1 + 1 / math.log2(3)))
 
 
 def test_ndcg_ignores_documents_below_the_cutoff() -> None:

@@ -34,8 +34,11 @@ def normalize_text(text: str) -> str:
         text = text.replace("\x00", "")
     if "\f" in text or "\v" in text:
         text = text.replace("\f", "\n").replace("\v", "\n")
-    text = _TRAILING_SPACE.sub("\n", text)
-    return _BLANK_RUN.sub("\n\n", text).strip()
+    if " \n" in text or "\t\n" in text:
+        text = _TRAILING_SPACE.sub("\n", text)
+    if "\n\n\n" in text:
+        text = _BLANK_RUN.sub("\n\n", text)
+    return text.strip()
 
 
 def _describe(exc: BaseException) -> str:
@@ -139,7 +142,7 @@ _BLOCK_TAGS = (
 )  # fmt: skip
 _HEADING_TAGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 # Private-use sentinels: they survive get_text() and cannot occur in decoded prose.
-_PARA, _LINE, _HEAD, _SEP = "\ue000", "\ue001", "\ue002", "\ue003"
+_PARA, _LINE, _HEAD, _SEP, _SPACE = "\ue000", "\ue001", "\ue002", "\ue003", "\ue004"
 _SPACES = re.compile(r"\s+")
 
 
@@ -154,7 +157,7 @@ def parse_html(text: str, source: str) -> list[ParsedDocument]:
         br.replace_with(_LINE)
     for pre in soup.find_all("pre"):
         for string in pre.find_all(string=True):
-            string.replace_with(str(string).replace("\n", _LINE))
+            string.replace_with(str(string).replace("\n", _LINE).replace(" ", _SPACE))
     for block in soup.find_all(_BLOCK_TAGS):
         block.insert_before(_PARA)
         block.insert_after(_PARA)
@@ -180,10 +183,10 @@ def parse_html(text: str, source: str) -> list[ParsedDocument]:
 
 
 def _paragraphs(raw: str) -> list[str]:
-    # Source whitespace in HTML is insignificant; only our sentinels mark real breaks.
+    # Source whitespace in HTML is insignificant; only our sentinels mark real breaks and <pre> spaces.
     paragraphs = []
     for chunk in raw.split(_PARA):
-        lines = (_SPACES.sub(" ", line).strip(" |") for line in chunk.split(_LINE))
+        lines = (_SPACES.sub(" ", line).strip(" |").replace(_SPACE, " ") for line in chunk.split(_LINE))
         paragraph = "\n".join(line for line in lines if line)
         if paragraph:
             paragraphs.append(paragraph)
@@ -222,7 +225,7 @@ _HEADING_STYLE = re.compile(r"^Heading ([1-9])$")
 def parse_docx(data: bytes, source: str) -> list[ParsedDocument]:
     try:
         document = docx.Document(io.BytesIO(data))
-        title = document.core_properties.title or ""
+        title = ""
         builder = SectionBuilder()
         for block in document.iter_inner_content():
             if isinstance(block, Table):
@@ -238,6 +241,8 @@ def parse_docx(data: bytes, source: str) -> list[ParsedDocument]:
             else:
                 builder.add(text)
         sections = builder.finish()
+        # The visible Title paragraph beats core properties, which templates often leave stale.
+        title = title or document.core_properties.title or ""
     except Exception as exc:  # python-docx surfaces zip, XML and key errors alike
         raise ParseError(f"unreadable DOCX: {_describe(exc)}") from exc
     return [ParsedDocument(sections=_require_text(sections), source=source, title=title.strip() or None)]

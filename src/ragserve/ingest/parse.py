@@ -237,7 +237,7 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _CONTROL_CHARS = re.compile(r"[\x01-\x08\x0e-\x1a\x1c-\x1f\x7f]")
-_PREFERRED_LEGACY = ("cp1252", "latin_1")
+_PREFERRED_LEGACY = frozenset({"cp1252", "latin_1"})
 
 
 def decode_text(data: bytes) -> str:
@@ -271,9 +271,10 @@ def _decode_legacy(data: bytes) -> str:
     if not matches:
         raise UnsupportedMediaError(BINARY_REASON)
     best = matches[0]
-    # Western single-byte code pages tie on short text (cp1250 reads "è" as "č");
-    # cp1252 is by far the likeliest of them, so it wins a tie.
+    # Western single-byte code pages tie on short text (cp1250 reads "è" as "č"); cp1252
+    # is by far the likeliest of them, so a tied match that decodes as cp1252 wins.
     for match in matches:
-        if match.encoding in _PREFERRED_LEGACY and match.chaos <= best.chaos and match.coherence >= best.coherence:
+        tied = match.chaos <= best.chaos and match.coherence >= best.coherence
+        if tied and _PREFERRED_LEGACY & {match.encoding, *match.could_be_from_charset}:
             return str(match)
     return str(best)

@@ -23,10 +23,16 @@ from ragserve.types import ScoredChunk
 
 NO_ANSWER = "I don't know: none of the retrieved sources answers this question."
 
-# Tuned on hand-written answerable/unanswerable cases (tests/unit/test_extractive.py):
-# answerable questions score 0.55-1.1 on their answering sentence, unrelated ones that
-# share a word or two with the sources score 0.15-0.35.
-DEFAULT_MIN_RELEVANCE = 0.45
+# Tuned on the hand-written answerable and unanswerable cases in
+# tests/unit/test_extractive.py: sentences that answer score 0.55-1.15, unanswerable
+# questions 0-0.5. Just above one half, so that matching one of two equally weighted
+# question terms ("capital" and "France" -> a sentence about France) is not an answer.
+DEFAULT_MIN_RELEVANCE = 0.52
+# A long question may be answered by sentences that each cover part of it; then the best
+# must still cover LEAD_SHARE of min_relevance and every other SUPPORT_SHARE of it, so
+# that two sentences each sharing one stray word with the question are not an answer.
+LEAD_SHARE = 0.75
+SUPPORT_SHARE = 0.6
 # Further sentences must be at least this fraction as relevant as the best one, so a
 # strong answer is not padded with sentences that merely mention a question word.
 RELATIVE_FLOOR = 0.5
@@ -61,7 +67,10 @@ _STOPWORDS = _wordset(
     yourself yourselves"""
 )
 # Words that frame a question but that an answering sentence rarely repeats.
-_QUESTION_STOPWORDS = _wordset("define definition describe explain give know list mean meaning means please show tell")
+_QUESTION_STOPWORDS = _wordset(
+    "define definition describe explain give happen happened happens know list long many mean meaning means much often"
+    " please show tell"
+)
 # Tokens that end with a period without ending the sentence ("Dr. Smith", "e.g. this").
 _ABBREVIATIONS = _wordset(
     """al approx apr aug cf co corp dec dept dr e.g eg feb fig figs i.e ie inc jan jr
@@ -79,7 +88,8 @@ _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _CITATION = re.compile(r"\s*\[\d+(?:\s*[,–-]\s*\d+)*\]")
 _EMPHASIS = re.compile(r"\*\*|__|`")
 _SPACES = re.compile(r"\s+")
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)+|[^\W_]+(?:['’][^\W_]+)?")
+_WORD = re.compile(r"[^\W_]")
+_TOKEN = re.compile(r"[^\W_]*\d+(?:[.,]\d+)+|[^\W_]+(?:['’][^\W_]+)?")
 
 
 # ---------------------------------------------------------------------------- text
@@ -109,7 +119,7 @@ def _units(text: str) -> list[_Unit]:
 
     def flush() -> None:
         if paragraph:
-            units.extend(_Unit(s, False, heading) for s in _sentences(" ".join(paragraph)))
+            units.extend(_Unit(s, False, heading) for s in _sentences(_clean(" ".join(paragraph))))
             paragraph.clear()
 
     for line in text.splitlines():
@@ -125,7 +135,8 @@ def _units(text: str) -> list[_Unit]:
         line = _QUOTE.sub("", line)
         if _BULLET.match(line) or line.lstrip().startswith("|"):
             flush()
-            line = _BULLET.sub("", line).strip().strip("|").replace("|", ";")
+            cells = _BULLET.sub("", line).strip().strip("|").split("|")
+            line = "; ".join(cell.strip() for cell in cells if cell.strip())
         paragraph.append(line.strip())
     flush()
     return units
@@ -139,8 +150,8 @@ def _sentences(block: str) -> list[str]:
             sentences.append(block[start : match.end(2)])
             start = match.end()
     sentences.append(block[start:])
-    pieces = (piece for s in sentences for piece in _cut_long(_clean(s), MAX_UNIT_CHARS))
-    return [p for p in pieces if any(ch.isalnum() for ch in p)]
+    pieces = (piece for s in sentences for piece in _cut_long(s.strip(), MAX_UNIT_CHARS))
+    return [p for p in pieces if _WORD.search(p)]
 
 
 def _ends_sentence(block: str, match: re.Match[str]) -> bool:
@@ -150,8 +161,7 @@ def _ends_sentence(block: str, match: re.Match[str]) -> bool:
         return False
     if match.group(1) != ".":
         return True
-    before = block[: match.start(1)].split()
-    word = before[-1].lstrip("([\"'").lower() if before else ""
+    word = block[block.rfind(" ", 0, match.start(1)) + 1 : match.start(1)].lstrip("([\"'").lower()
     if word in _ABBREVIATIONS:
         return False
     # A lone letter is an initial ("J. R. Smith"), not the end of a sentence.
@@ -174,10 +184,14 @@ def _cut_long(sentence: str, limit: int) -> list[str]:
 
 
 def _clean(text: str) -> str:
-    text = _LINK.sub(r"\1", text)
-    # Citation markers already in a source would collide with the ones we add.
-    text = _CITATION.sub("", text)
-    text = _EMPHASIS.sub("", text)
+    # The membership tests skip regex passes that most plain-text blocks do not need.
+    if "](" in text:
+        text = _LINK.sub(r"\1", text)
+    if "[" in text:
+        # Citation markers already in a source would collide with the ones we add.
+        text = _CITATION.sub("", text)
+    if "*" in text or "_" in text or "`" in text:
+        text = _EMPHASIS.sub("", text)
     return _SPACES.sub(" ", text).strip()
 
 
@@ -213,10 +227,12 @@ def stem(word: str) -> str:
             base = word[: -len(suffix)]
             if len(base) >= min_base:
                 word = base + replacement
+                if len(word) > 4 and word[-1] == word[-2] and word[-1] not in "aeioulsz":
+                    word = word[:-1]  # "embedder" -> "embed", like "embedding"
             break
     if word.endswith("y") and len(word) > 3 and word[-2] not in "aeiou":
         word = word[:-1] + "i"
-    if word.endswith("e") and len(word) > 3:
+    if word.endswith("e"):
         word = word[:-1]
     return word
 
@@ -236,17 +252,24 @@ _SUFFIXES = (
 
 def terms(text: str, *, question: bool = False) -> list[str]:
     """The informative terms of `text`, in order: lowercased, stopwords dropped, stemmed."""
-    out: list[str] = []
-    for token in _TOKEN.findall(text.lower()):
-        token = token.replace("’", "'")
-        if token.endswith("'s"):
-            token = token[:-2]
-        if token in _STOPWORDS or (question and token in _QUESTION_STOPWORDS):
-            continue
-        if len(token) == 1 and not token.isdigit():
-            continue
-        out.append(stem(token.replace("'", "")))
-    return out
+    found = map(_term, _TOKEN.findall(text.lower()))
+    if question:
+        return [term for term in found if term and term not in _question_stems()]
+    return [term for term in found if term]
+
+
+@lru_cache(maxsize=32768)
+def _term(token: str) -> str:
+    # Cached per token: this runs for every word of every candidate sentence.
+    token = token.replace("’", "'").removesuffix("'s")
+    if token in _STOPWORDS or (len(token) == 1 and not token.isdigit()):
+        return ""
+    return stem(token.replace("'", ""))
+
+
+@lru_cache(maxsize=1)
+def _question_stems() -> frozenset[str]:
+    return frozenset(stem(word) for word in _QUESTION_STOPWORDS)
 
 
 def _bigrams(sequence: Sequence[str]) -> set[tuple[str, str]]:
@@ -264,12 +287,13 @@ class Idf:
     n: int
 
     @classmethod
-    def from_term_sets(cls, term_sets: Iterable[Collection[str]]) -> Idf:
+    def from_term_sets(cls, term_sets: Iterable[Collection[str]], *, vocabulary: Collection[str] | None = None) -> Idf:
+        """Count document frequencies; only of `vocabulary` (say, a question's terms) if given."""
         df: dict[str, int] = {}
         n = 0
         for term_set in term_sets:
             n += 1
-            for term in set(term_set):
+            for term in set(term_set) if vocabulary is None else set(vocabulary).intersection(term_set):
                 df[term] = df.get(term, 0) + 1
         return cls(df, n)
 
@@ -281,39 +305,45 @@ class Idf:
 
 
 def relevance(question: str, sentence: str, idf: Idf, *, context: str = "") -> float:
-    """How well `sentence` answers `question`, comparable across questions.
+    """How well `sentence` answers `question`, on a scale comparable across questions.
 
     The fraction of the question's IDF-weighted informative terms the sentence contains
-    (terms only in `context`, such as a title, count `CONTEXT_WEIGHT`), plus up to
-    `BIGRAM_BONUS` for word pairs of the question it repeats. 0 when it shares no term.
+    (terms found only in `context`, such as a title, count `CONTEXT_WEIGHT`), plus up to
+    `BIGRAM_BONUS` for word pairs of the question it repeats. 0 when it shares no term,
+    or none beyond those `context` already has.
     """
-    q_terms = list(dict.fromkeys(terms(question, question=True)))
-    s_terms = terms(sentence)
-    return _relevance(q_terms, _bigrams(q_terms), s_terms, idf, set(terms(context)))
+    return _Question.of(question, idf).relevance(terms(sentence), frozenset(terms(context)))
 
 
-def _relevance(
-    q_terms: Sequence[str],
-    q_bigrams: set[tuple[str, str]],
-    s_terms: Sequence[str],
-    idf: Idf,
-    context: Collection[str],
-) -> float:
-    present = set(s_terms)
-    total = direct = indirect = 0.0
-    for term in q_terms:
-        weight = idf(term)
-        total += weight
-        if term in present:
-            direct += weight
-        elif term in context:
-            indirect += weight
-    if direct == 0.0:
-        return 0.0
-    score = (direct + CONTEXT_WEIGHT * indirect) / total
-    if q_bigrams:
-        score += BIGRAM_BONUS * len(q_bigrams & _bigrams(s_terms)) / len(q_bigrams)
-    return score
+@dataclass(frozen=True, slots=True)
+class _Question:
+    weights: dict[str, float]  # informative term -> IDF weight
+    bigrams: frozenset[tuple[str, str]]
+
+    @classmethod
+    def of(cls, question: str, idf: Idf) -> _Question:
+        q_terms = list(dict.fromkeys(terms(question, question=True)))
+        return cls({term: idf(term) for term in q_terms}, frozenset(_bigrams(q_terms)))
+
+    def coverage(self, direct: Collection[str], hinted: Collection[str]) -> float:
+        found = sum(w for term, w in self.weights.items() if term in direct)
+        if found == 0.0:
+            return 0.0
+        hint = sum(w for term, w in self.weights.items() if term not in direct and term in hinted)
+        return (found + CONTEXT_WEIGHT * hint) / sum(self.weights.values())
+
+    def relevance(self, s_terms: Sequence[str], context: Collection[str]) -> float:
+        present = frozenset(s_terms)
+        # Question terms that only name the source's topic (its title or heading) are why it
+        # was retrieved, not what was asked: "How tall is the Eiffel Tower?" is not answered
+        # by a sentence about the Eiffel Tower that never says "tall".
+        focus = [term for term in self.weights if term not in context]
+        if focus and not any(term in present for term in focus):
+            return 0.0
+        score = self.coverage(present, context)
+        if score and self.bigrams:
+            score += BIGRAM_BONUS * len(self.bigrams & _bigrams(s_terms)) / len(self.bigrams)
+        return score
 
 
 def _similarity(a: Collection[str], b: Collection[str]) -> float:
@@ -329,9 +359,14 @@ class _Candidate:
     text: str
     source: int  # 0-based index into the sources passed in
     position: int
-    terms: frozenset[str]
+    sequence: list[str]  # its terms in order, for word pairs
+    context: frozenset[str]  # terms of the source's title and headings
+    terms: frozenset[str] = frozenset()
     relevance: float = 0.0
     rank_score: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.terms = frozenset(self.sequence)
 
     @property
     def marker(self) -> str:
@@ -341,9 +376,10 @@ class _Candidate:
 class ExtractiveAnswerer:
     """Answers by quoting the most relevant source sentences, each with its `[n]` marker.
 
-    Deterministic and offline, so it is the last provider of every fallback chain. It
-    says it does not know (`answered=False`, `NO_ANSWER`) when no sentence covers at
-    least `min_relevance` of the question's informative term weight.
+    Deterministic and offline, so it ends every fallback chain. It answers when one
+    sentence covers `min_relevance` of the question's informative term weight, or when
+    the picked sentences together do and the best alone covers `LEAD_SHARE` of that;
+    otherwise it says it does not know (`answered=False`, text `NO_ANSWER`).
 
         >>> answerer = ExtractiveAnswerer(max_sentences=2)
         >>> generation = await answerer.generate("Which port?", sources)  # doctest: +SKIP
@@ -374,7 +410,7 @@ class ExtractiveAnswerer:
         budget = self.max_chars
         if max_tokens is not None:
             budget = min(budget, max(4 * max_tokens, 20))  # ~4 characters per token
-        picked = self._pick(_rank(question, sources), budget)
+        picked = self._pick(question, sources, budget)
         if picked:
             picked.sort(key=lambda c: (c.source, c.position))
             text = " ".join(f"{_as_sentence(c.text)} {c.marker}" for c in picked)
@@ -387,19 +423,35 @@ class ExtractiveAnswerer:
         }
         return Generation(text, cited, bool(picked), self.name, self.model, usage)
 
-    def _pick(self, ranked: list[_Candidate], budget: int) -> list[_Candidate]:
-        best = max((c.relevance for c in ranked), default=0.0)
-        if best < self.min_relevance or best == 0.0:
+    def _pick(self, question: str, sources: Sequence[ScoredChunk], budget: int) -> list[_Candidate]:
+        q_terms = terms(question, question=True)
+        if not q_terms:
             return []
-        floor = max(self.min_relevance, RELATIVE_FLOOR * best)
+        candidates = _candidates(sources)
+        q = _Question.of(question, Idf.from_term_sets((c.terms for c in candidates), vocabulary=q_terms))
+        ranked = _rank(q, candidates)
+        best = max((c.relevance for c in ranked), default=0.0)
+        if best == 0.0 or best < LEAD_SHARE * self.min_relevance:
+            return []
+        alone = best >= self.min_relevance
+        # A sentence as strong as an answer may join; a weaker one only when it covers part
+        # of the question the others miss (the second half of "what port, and where are
+        # documents stored?") with at least two of its terms, one shared word being chance.
+        strong = max(self.min_relevance, RELATIVE_FLOOR * best)
+        partial = max(SUPPORT_SHARE * self.min_relevance, RELATIVE_FLOOR * best)
         picked: list[_Candidate] = []
+        covered: set[str] = set()
         used = 0
         for candidate in ranked:
             if len(picked) == self.max_sentences:
                 break
-            if candidate.relevance < floor or any(
-                _similarity(candidate.terms, p.terms) >= DUPLICATE_SIMILARITY for p in picked
-            ):
+            matched = candidate.terms & q.weights.keys()
+            adds = len(matched) >= 2 and bool(matched - covered)
+            if candidate.relevance < (strong if alone and not adds else partial):
+                continue
+            if not alone and not adds:
+                continue
+            if any(_similarity(candidate.terms, p.terms) >= DUPLICATE_SIMILARITY for p in picked):
                 continue
             # The separating space, the sentence, a space and the marker.
             overhead = (1 if picked else 0) + 1 + len(candidate.marker)
@@ -411,33 +463,38 @@ class ExtractiveAnswerer:
                 candidate.text = _truncate(candidate.text, budget - overhead)
                 cost = overhead + len(candidate.text)
             picked.append(candidate)
+            covered |= candidate.terms
             used += cost
-        return picked
+        together = q.coverage(covered, frozenset().union(*(c.context for c in picked)))
+        return picked if alone or together >= self.min_relevance else []
 
 
-def _rank(question: str, sources: Sequence[ScoredChunk]) -> list[_Candidate]:
-    """Every sentence of every source, scored, best first (ties: source rank, position)."""
-    q_terms = list(dict.fromkeys(terms(question, question=True)))
-    if not q_terms:
-        return []
-    q_bigrams = _bigrams(q_terms)
-    rows: list[tuple[_Candidate, list[str], frozenset[str]]] = []
+def _candidates(sources: Sequence[ScoredChunk]) -> list[_Candidate]:
+    candidates: list[_Candidate] = []
     for index, source in enumerate(sources):
-        source_context = " ".join([source.title or "", *source.headings])
+        source_context = terms(" ".join([source.title or "", *source.headings]))
+        contexts: dict[str, frozenset[str]] = {}
         for position, unit in enumerate(_units(source.text)):
             if unit.heading:  # a heading names a topic; it answers nothing by itself
                 continue
-            unit_terms = terms(unit.text)
-            context = frozenset(terms(f"{source_context} {unit.context}"))
-            rows.append((_Candidate(unit.text, index, position, frozenset(unit_terms)), unit_terms, context))
-    idf = Idf.from_term_sets(candidate.terms for candidate, _, _ in rows)
-    for candidate, unit_terms, context in rows:
-        candidate.relevance = _relevance(q_terms, q_bigrams, unit_terms, idf, context)
-        matched = sum(1 for term in candidate.terms if term in q_terms)
+            if unit.context not in contexts:
+                contexts[unit.context] = frozenset(source_context + terms(unit.context))
+            candidates.append(_Candidate(unit.text, index, position, terms(unit.text), contexts[unit.context]))
+    return candidates
+
+
+def _rank(q: _Question, candidates: list[_Candidate]) -> list[_Candidate]:
+    """Score every candidate; best first (ties: source rank, then position)."""
+    for candidate in candidates:
+        if candidate.terms.isdisjoint(q.weights):
+            candidate.rank_score = RANK_PRIOR / (1 + candidate.source)
+            continue
+        candidate.relevance = q.relevance(candidate.sequence, candidate.context)
+        matched = sum(1 for term in candidate.terms if term in q.weights)
         density = matched / len(candidate.terms) if candidate.terms else 0.0
-        # The prior and density only break near-ties: retrieval rank, then concision.
+        # Prior and density only break near-ties: retrieval rank first, then concision.
         candidate.rank_score = candidate.relevance + RANK_PRIOR / (1 + candidate.source) + DENSITY_WEIGHT * density
-    return sorted((row[0] for row in rows), key=lambda c: (-c.rank_score, c.source, c.position))
+    return sorted(candidates, key=lambda c: (-c.rank_score, c.source, c.position))
 
 
 def _as_sentence(text: str) -> str:

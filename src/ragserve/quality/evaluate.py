@@ -212,8 +212,7 @@ def _read_qrels(path: Path) -> Qrels:
                 continue
             if len(row) != 3:
                 raise InvalidInputError(
-                    f"{path}:{line_no}: expected 3 tab-separated columns "
-                    f"(query-id, corpus-id, score), got {len(row)}"
+                    f"{path}:{line_no}: expected 3 tab-separated columns (query-id, corpus-id, score), got {len(row)}"
                 )
             query_id, doc_id, score = (cell.strip() for cell in row)
             try:

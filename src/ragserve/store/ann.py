@@ -24,7 +24,7 @@ Vectors = npt.NDArray[np.float32]
 @dataclass(frozen=True, slots=True)
 class HnswParams:
     m: int = 16
-    ef_construction: int = 200
+    ef_construction: int = 100
     ef_search: int = 100
 
 

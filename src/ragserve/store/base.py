@@ -25,6 +25,7 @@ from typing import Protocol
 from ragserve.types import (
     CollectionStats,
     DocumentInfo,
+    DocumentState,
     DocumentWrite,
     Scope,
     ScoredChunk,
@@ -36,8 +37,8 @@ from ragserve.types import (
 class VectorStore(Protocol):
     dimension: int
 
-    async def document_hashes(self, scope: Scope, ids: Sequence[str]) -> dict[str, str]:
-        """Content hashes of the given documents that exist, so unchanged ones skip embedding."""
+    async def document_states(self, scope: Scope, ids: Sequence[str]) -> dict[str, DocumentState]:
+        """Hash, version and chunk count of those of `ids` that exist, so unchanged ones skip embedding."""
         ...
 
     async def upsert(self, scope: Scope, documents: Sequence[DocumentWrite]) -> list[WriteResult]:

@@ -29,6 +29,7 @@ from ragserve.store.locks import InterProcessLock, ReadWriteLock
 from ragserve.types import (
     CollectionStats,
     DocumentInfo,
+    DocumentState,
     DocumentWrite,
     Scope,
     ScoredChunk,
@@ -400,22 +401,21 @@ class EmbeddedVectorStore:
     def _query(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return self._read(lambda conn, _: fn(conn), dense=False, keyword=False)
 
-    def document_hashes_sync(self, scope: Scope, ids: Sequence[str]) -> dict[str, str]:
-        def run(conn: sqlite3.Connection) -> dict[str, str]:
+    def document_states_sync(self, scope: Scope, ids: Sequence[str]) -> dict[str, DocumentState]:
+        def run(conn: sqlite3.Connection) -> dict[str, DocumentState]:
             cid = db.collection_id(conn, scope.tenant, scope.collection)
-            found: dict[str, str] = {}
+            found: dict[str, DocumentState] = {}
             if cid is None:
                 return found
             unique = list(dict.fromkeys(ids))
             for start in range(0, len(unique), 500):
                 part = unique[start : start + 500]
-                found.update(
-                    conn.execute(
-                        "SELECT doc_id, content_hash FROM documents WHERE collection_id = ? "
-                        f"AND doc_id IN ({','.join('?' * len(part))})",
-                        (cid, *part),
-                    ).fetchall()
+                rows = conn.execute(
+                    "SELECT doc_id, content_hash, version, chunk_count FROM documents WHERE collection_id = ? "
+                    f"AND doc_id IN ({','.join('?' * len(part))})",
+                    (cid, *part),
                 )
+                found.update((row[0], DocumentState(*row[1:])) for row in rows)
             return found
 
         return self._query(run)
@@ -473,8 +473,8 @@ class EmbeddedVectorStore:
 
     # ------------------------------------------------------------ protocol
 
-    async def document_hashes(self, scope: Scope, ids: Sequence[str]) -> dict[str, str]:
-        return await asyncio.to_thread(self.document_hashes_sync, scope, ids)
+    async def document_states(self, scope: Scope, ids: Sequence[str]) -> dict[str, DocumentState]:
+        return await asyncio.to_thread(self.document_states_sync, scope, ids)
 
     async def upsert(self, scope: Scope, documents: Sequence[DocumentWrite]) -> list[WriteResult]:
         return await asyncio.to_thread(self.upsert_sync, scope, documents)

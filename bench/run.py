@@ -1,0 +1,65 @@
+"""`make bench`: every benchmark, each printing its table.
+
+    python bench/run.py [--sizes 100000,1000000] [--scifact ../shared/data/scifact]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def child(script: str, *args: str) -> dict[str, object]:
+    done = subprocess.run([sys.executable, str(HERE / script), *args], check=True, capture_output=True, text=True)
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="100000,1000000", help="store sizes in chunks, comma-separated")
+    parser.add_argument("--scifact", type=Path, default=HERE.parent.parent / "shared" / "data" / "scifact")
+    parser.add_argument("--queries", type=int, default=300)
+    args = parser.parse_args()
+
+    if (args.scifact / "corpus.jsonl").exists():
+        r = child("ingest_scifact.py", str(args.scifact))
+        print("## Ingestion (SciFact corpus, local embedder)\n")
+        print("| backend | docs | chunks | raw model chunks/s | ingest chunks/s | ratio | re-ingest (unchanged) |")
+        print("|---|---|---|---|---|---|---|")
+        print(
+            f"| {r['backend']} | {r['documents']} | {r['chunks']} | {r['raw_chunks_per_s']:.1f} | "
+            f"{r['ingest_chunks_per_s']:.1f} | {r['ratio']:.1%} | {r['reingest_s']:.2f}s "
+            f"({r['reingest_fraction']:.1%} of first) |"
+        )
+        print(f"\npeak RSS {r['peak_rss_mb']:.0f} MB\n", flush=True)
+    else:
+        print(f"SciFact not found at {args.scifact}; ingestion benchmark skipped\n")
+
+    print("## Latency at scale (synthetic chunks; query embedding excluded from search)\n")
+    print("| chunks | search dense p50/p95/p99 | keyword p50/p95/p99 | hybrid p50/p95/p99 | "
+          "query (embed+hybrid+extractive) p50/p95/p99 | open s | build s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size in (int(s) for s in args.sizes.split(",") if s):
+        r = child("store_scale.py", "--chunks", str(size), "--queries", str(args.queries))
+
+        def fmt(key: str, r: dict[str, object] = r) -> str:
+            p = r[key]
+            assert isinstance(p, dict)
+            return f"{p['p50']:.2f} / {p['p95']:.2f} / {p['p99']:.2f}"
+
+        print(
+            f"| {size:,} | {fmt('search_dense')} | {fmt('search_keyword')} | {fmt('search_hybrid')} | "
+            f"{fmt('query_hybrid_extractive')} | {r['open_s']:.1f} | {r.get('build_s', 0):.0f} | "
+            f"{r['peak_rss_mb']:.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The HTTP shell: translates HTTP to core calls and back."""

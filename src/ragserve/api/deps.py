@@ -1,0 +1,22 @@
+"""Dependency aliases that make route signatures read like prose."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ragserve.rag import RAG
+
+
+def get_rag(request: Request) -> RAG:
+    rag: RAG = request.app.state.rag
+    return rag
+
+
+def get_request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", ""))
+
+
+RagDep = Annotated[RAG, Depends(get_rag)]
+RequestId = Annotated[str, Depends(get_request_id)]

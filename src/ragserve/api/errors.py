@@ -1,0 +1,93 @@
+"""One table from error classes to HTTP status codes, and the JSON error body."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ragserve.errors import (
+    ConfigurationError,
+    DeadlineExceededError,
+    DependencyError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RagserveError,
+    UnsupportedMediaError,
+)
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first class an error is an instance of decides.
+STATUS_BY_ERROR: tuple[tuple[type[RagserveError], int], ...] = (
+    (PayloadTooLargeError, 413),
+    (UnsupportedMediaError, 415),
+    (InvalidInputError, 400),
+    (NotFoundError, 404),
+    (DeadlineExceededError, 504),
+    (DependencyError, 503),
+    (ConfigurationError, 500),
+)
+
+
+def status_for(exc: RagserveError) -> int:
+    return next((status for cls, status in STATUS_BY_ERROR if isinstance(exc, cls)), 500)
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", ""))
+
+
+def error_response(status: int, type_: str, message: str, request_id: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"type": type_, "message": message, "request_id": request_id}},
+        status_code=status,
+        headers={"X-Request-ID": request_id} if request_id else None,
+    )
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+async def _ragserve_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RagserveError)
+    status = status_for(exc)
+    if status >= 500:
+        log.error("request failed: %s", exc.message)
+    return error_response(status, exc.type, exc.message, request_id_of(request))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            problems.append(f"body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}")
+        else:
+            problems.append(f"{_field(tuple(err['loc']))}: {err['msg']}")
+    return error_response(422, "validation_error", "; ".join(problems), request_id_of(request))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kinds = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+    return error_response(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail),
+                          request_id_of(request))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "internal error; see the server log", request_id_of(request))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RagserveError, _ragserve_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

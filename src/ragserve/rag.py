@@ -1,0 +1,248 @@
+"""The facade: one object that ingests, searches and answers, with no HTTP in sight.
+
+    async with RAG.from_settings(Settings()) as rag:
+        await rag.ingest_paths(["docs/"])
+        answer = await rag.query("How do I change the port?")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ragserve.embed.base import Embedder
+from ragserve.errors import InvalidInputError, NotFoundError, RagserveError
+from ragserve.ingest.parse import ParseFailure, parse_paths
+from ragserve.ingest.pipeline import IngestPipeline, IngestReport, ProgressCallback
+from ragserve.llm.base import LLMProvider
+from ragserve.retrieve.hybrid import HybridRetriever, Retrieval
+from ragserve.settings import Settings
+from ragserve.store.base import VectorStore
+from ragserve.types import (
+    Answer,
+    Citation,
+    CollectionStats,
+    DocumentInfo,
+    DocumentInput,
+    Filters,
+    ParsedDocument,
+    Scope,
+    SearchMode,
+    Section,
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_DOCUMENT_CHARS = 5_000_000
+MAX_ID_CHARS = 512
+SNIPPET_CHARS = 300
+
+
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise InvalidInputError(
+            f"{what} {value!r} is invalid: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            field=what,
+        )
+    return value
+
+
+class RAG:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        embedder: Embedder,
+        store: VectorStore,
+        generator: LLMProvider,
+        pipeline: IngestPipeline,
+        retriever: HybridRetriever,
+    ) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.store = store
+        self.generator = generator
+        self.pipeline = pipeline
+        self.retriever = retriever
+
+    @classmethod
+    async def from_settings(cls, settings: Settings | None = None) -> RAG:
+        from ragserve.build import build_rag
+
+        return await build_rag(settings or Settings())
+
+    async def __aenter__(self) -> RAG:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.embedder.aclose()
+        await self.store.aclose()
+
+    def scope(self, collection: str | None = None, tenant: str | None = None) -> Scope:
+        return Scope(
+            tenant=_check_name(tenant or self.settings.default_tenant, "tenant"),
+            collection=_check_name(collection or self.settings.default_collection, "collection"),
+        )
+
+    # ---------------------------------------------------------------- ingest
+
+    async def ingest_paths(
+        self, paths: Iterable[str | Path], scope: Scope | None = None, *, on_progress: ProgressCallback | None = None
+    ) -> IngestReport:
+        """Parse files and directories; a bad file fails alone and the rest goes on."""
+        parsed = await asyncio.to_thread(lambda: list(parse_paths(paths)))
+        docs = [p for p in parsed if isinstance(p, ParsedDocument)]
+        failures = [p for p in parsed if isinstance(p, ParseFailure)]
+        return await self.pipeline.ingest(
+            scope or self.scope(), docs, failures=failures, on_progress=on_progress
+        )
+
+    async def add_documents(
+        self, documents: Sequence[DocumentInput], scope: Scope | None = None
+    ) -> IngestReport:
+        return await self.pipeline.ingest(scope or self.scope(), [_to_parsed(d, i) for i, d in enumerate(documents)])
+
+    async def ingest_parsed(self, documents: Sequence[ParsedDocument], scope: Scope | None = None) -> IngestReport:
+        return await self.pipeline.ingest(scope or self.scope(), documents)
+
+    async def delete_document(self, document_id: str, scope: Scope | None = None) -> None:
+        if not await self.store.delete(scope or self.scope(), document_id):
+            raise NotFoundError(f"document {document_id!r} not found")
+
+    async def get_document(self, document_id: str, scope: Scope | None = None) -> DocumentInfo:
+        info = await self.store.get_document(scope or self.scope(), document_id)
+        if info is None:
+            raise NotFoundError(f"document {document_id!r} not found")
+        return info
+
+    async def list_documents(
+        self, scope: Scope | None = None, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[DocumentInfo], int]:
+        if not 1 <= limit <= 1000:
+            raise InvalidInputError("limit must be between 1 and 1000", field="limit")
+        if offset < 0:
+            raise InvalidInputError("offset must not be negative", field="offset")
+        return await self.store.list_documents(scope or self.scope(), limit=limit, offset=offset)
+
+    async def stats(self, scope: Scope | None = None) -> CollectionStats:
+        return await self.store.stats(scope or self.scope())
+
+    # ------------------------------------------------------------------ read
+
+    async def search(
+        self,
+        query: str,
+        scope: Scope | None = None,
+        *,
+        top_k: int | None = None,
+        mode: SearchMode | None = None,
+        filters: Filters | None = None,
+        mmr_lambda: float | None = None,
+        candidates: int | None = None,
+    ) -> Retrieval:
+        return await self.retriever.retrieve(
+            query,
+            scope or self.scope(),
+            k=top_k or self.settings.top_k,
+            mode=mode or self.settings.search_mode,
+            filters=filters,
+            mmr_lambda=mmr_lambda if mmr_lambda is not None else self.settings.mmr_lambda,
+            candidates=candidates,
+        )
+
+    async def query(
+        self,
+        query: str,
+        scope: Scope | None = None,
+        *,
+        top_k: int | None = None,
+        mode: SearchMode | None = None,
+        filters: Filters | None = None,
+        max_tokens: int | None = None,
+    ) -> Answer:
+        started = time.perf_counter()
+        retrieval = await self.search(query, scope, top_k=top_k, mode=mode, filters=filters)
+        generate_started = time.perf_counter()
+        generation = await self.generator.generate(query, retrieval.chunks, max_tokens=max_tokens)
+        timings = dict(retrieval.timings_ms)
+        timings["generate"] = (time.perf_counter() - generate_started) * 1000
+        timings["total"] = (time.perf_counter() - started) * 1000
+        citations = []
+        for n in generation.cited:
+            if not 1 <= n <= len(retrieval.chunks):
+                continue  # a marker pointing at nothing we gave the generator is not a citation
+            chunk = retrieval.chunks[n - 1]
+            citations.append(
+                Citation(
+                    number=n,
+                    document_id=chunk.document_id,
+                    chunk_id=chunk.chunk_id,
+                    title=chunk.title,
+                    source=chunk.source,
+                    score=chunk.score,
+                    snippet=_snippet(chunk.text),
+                )
+            )
+        return Answer(
+            answer=generation.text,
+            citations=citations,
+            sources=retrieval.chunks,
+            provider=generation.provider,
+            model=generation.model,
+            answered=generation.answered,
+            timings_ms={k: round(v, 3) for k, v in timings.items()},
+            usage=generation.usage,
+        )
+
+    async def readiness(self) -> dict[str, str]:
+        """Each dependency's state: "ok" or the reason it is not."""
+        checks: dict[str, str] = {}
+        try:
+            await self.store.ping()
+            checks["store"] = "ok"
+        except RagserveError as exc:
+            checks["store"] = exc.message
+        ready = getattr(self.embedder, "ready", True)
+        checks["embedder"] = "ok" if ready else "model not loaded"
+        return checks
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _to_parsed(doc: DocumentInput, position: int) -> ParsedDocument:
+    where = f"documents[{position}]"
+    if not isinstance(doc.text, str) or not doc.text.strip():
+        raise InvalidInputError(f"{where}.text must be a non-empty string", field=f"{where}.text")
+    if len(doc.text) > MAX_DOCUMENT_CHARS:
+        raise InvalidInputError(
+            f"{where}.text has {len(doc.text)} characters; the limit is {MAX_DOCUMENT_CHARS}", field=f"{where}.text"
+        )
+    if doc.id is not None and (not doc.id.strip() or len(doc.id) > MAX_ID_CHARS):
+        raise InvalidInputError(f"{where}.id must be 1-{MAX_ID_CHARS} characters", field=f"{where}.id")
+    metadata: dict[str, Any] = dict(doc.metadata or {})
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{where}.metadata must be JSON: {exc}", field=f"{where}.metadata") from exc
+    doc_id = doc.id or doc.source or "doc-" + hashlib.sha256(doc.text.encode()).hexdigest()[:20]
+    return ParsedDocument(
+        sections=[Section(text=doc.text.strip())],
+        source=doc.source or doc_id,
+        title=doc.title,
+        id=doc_id,
+        metadata=metadata,
+    )

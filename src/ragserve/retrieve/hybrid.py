@@ -1,0 +1,99 @@
+"""Query-side retrieval: embed the query when the mode needs it, then ask the store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ragserve.embed.base import Embedder
+from ragserve.errors import InvalidInputError
+from ragserve.store.base import VectorStore
+from ragserve.types import SEARCH_MODES, Filters, FusionParams, Scope, ScoredChunk, SearchMode, StoreQuery
+
+MAX_TOP_K = 100
+MAX_FILTER_VALUES = 100
+
+
+@dataclass(slots=True)
+class Retrieval:
+    chunks: list[ScoredChunk]
+    mode: SearchMode
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def validate_filters(filters: object) -> Filters | None:
+    """Metadata equality (`{"k": v}`) or membership (`{"k": [v1, v2]}`), scalar values only."""
+    if filters is None:
+        return None
+    if not isinstance(filters, dict):
+        raise InvalidInputError("filters must be an object mapping metadata keys to values", field="filters")
+    clean: Filters = {}
+    for key, value in filters.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError("filter keys must be non-empty strings", field="filters")
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise InvalidInputError(f"filter {key!r} has an empty list of values", field="filters")
+        if len(values) > MAX_FILTER_VALUES:
+            raise InvalidInputError(f"filter {key!r} has more than {MAX_FILTER_VALUES} values", field="filters")
+        for v in values:
+            if not isinstance(v, str | int | float | bool):
+                raise InvalidInputError(
+                    f"filter {key!r}: values must be strings, numbers or booleans, got {type(v).__name__}",
+                    field="filters",
+                )
+        clean[key] = value
+    return clean
+
+
+class HybridRetriever:
+    def __init__(self, embedder: Embedder, store: VectorStore, fusion: FusionParams, max_query_chars: int) -> None:
+        self._embedder = embedder
+        self._store = store
+        self._fusion = fusion
+        self._max_query_chars = max_query_chars
+
+    async def retrieve(
+        self,
+        text: str,
+        scope: Scope,
+        *,
+        k: int,
+        mode: SearchMode,
+        filters: Filters | None = None,
+        mmr_lambda: float | None = None,
+        candidates: int | None = None,
+    ) -> Retrieval:
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInputError("query must be a non-empty string", field="query")
+        if len(text) > self._max_query_chars:
+            raise InvalidInputError(
+                f"query is {len(text)} characters; the limit is {self._max_query_chars}", field="query"
+            )
+        if mode not in SEARCH_MODES:
+            raise InvalidInputError(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}", field="mode")
+        if not 1 <= k <= MAX_TOP_K:
+            raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {k}", field="top_k")
+        timings: dict[str, float] = {}
+        vector = None
+        if mode != "keyword":
+            started = time.perf_counter()
+            vector = await self._embedder.embed_query(text)
+            timings["embed"] = (time.perf_counter() - started) * 1000
+        fusion = self._fusion
+        if candidates is not None:
+            fusion = FusionParams(fusion.k, fusion.dense_weight, fusion.keyword_weight, candidates)
+        query = StoreQuery(
+            scope=scope,
+            mode=mode,
+            k=k,
+            vector=vector,
+            text=text,
+            filters=validate_filters(filters),
+            fusion=fusion,
+            mmr_lambda=mmr_lambda,
+        )
+        started = time.perf_counter()
+        chunks = await self._store.search(query)
+        timings["retrieve"] = (time.perf_counter() - started) * 1000
+        return Retrieval(chunks, mode, timings)
