@@ -1,6 +1,6 @@
 """Why hnswlib: build time, latency and recall@10 of hnswlib and usearch on the same vectors.
 
-    python bench/ann_choice.py --n 100000      (usearch is an optional extra: pip install usearch)
+python bench/ann_choice.py --n 100000      (usearch is an optional extra: pip install usearch)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each printing its table.
 
-    python bench/run.py [--sizes 100000,1000000] [--scifact ../shared/data/scifact]
+python bench/run.py [--sizes 100000,1000000] [--scifact ../shared/data/scifact]
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ def main() -> None:
         print(f"SciFact not found at {args.scifact}; ingestion benchmark skipped\n")
 
     print("## Latency at scale (synthetic chunks; query embedding excluded from search)\n")
-    print("| chunks | search dense p50/p95/p99 | keyword p50/p95/p99 | hybrid p50/p95/p99 | "
-          "query (embed+hybrid+extractive) p50/p95/p99 | open s | build s | peak RSS MB |")
+    print(
+        "| chunks | search dense p50/p95/p99 | keyword p50/p95/p99 | hybrid p50/p95/p99 | "
+        "query (embed+hybrid+extractive) p50/p95/p99 | open s | build s | peak RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for size in (int(s) for s in args.sizes.split(",") if s):
         r = child("store_scale.py", "--chunks", str(size), "--queries", str(args.queries))

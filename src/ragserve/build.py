@@ -31,7 +31,9 @@ def build_embedder(settings: Settings) -> Embedder:
 
 
 def build_store(settings: Settings, embedder: Embedder) -> VectorStore:
-    hnsw = HnswParams(m=settings.hnsw_m, ef_construction=settings.hnsw_ef_construction, ef_search=settings.hnsw_ef_search)
+    hnsw = HnswParams(
+        m=settings.hnsw_m, ef_construction=settings.hnsw_ef_construction, ef_search=settings.hnsw_ef_search
+    )
     return EmbeddedVectorStore(settings.data_dir, embedder.dimension, embedder.model_name, hnsw)
 
 

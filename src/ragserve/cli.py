@@ -86,8 +86,13 @@ async def _ingest(rag: RAG, args: argparse.Namespace) -> int:
         task = bar.add_task("ingest", total=None, chunks=0, rate=0.0)
 
         def show(p: IngestProgress) -> None:
-            bar.update(task, total=p.documents_total, completed=p.documents_done, chunks=p.chunks_done,
-                       rate=p.chunks_per_second)
+            bar.update(
+                task,
+                total=p.documents_total,
+                completed=p.documents_done,
+                chunks=p.chunks_done,
+                rate=p.chunks_per_second,
+            )
 
         report = await rag.ingest_paths(args.paths, scope, on_progress=show)
     _print_report(report, scope.collection)
@@ -147,7 +152,11 @@ async def _eval(rag: RAG, args: argparse.Namespace) -> int:
     name = args.collection or "eval-" + "".join(ch if ch.isalnum() else "-" for ch in args.dataset.resolve().name)
     scope = rag.scope(name)
     result = await evaluate_beir(
-        rag, args.dataset, split=args.split, modes=modes, scope=scope,
+        rag,
+        args.dataset,
+        split=args.split,
+        modes=modes,
+        scope=scope,
         on_status=None if args.json else (lambda msg: console.print(msg)),
     )
     if args.drop:

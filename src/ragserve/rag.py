@@ -1,8 +1,8 @@
 """The facade: one object that ingests, searches and answers, with no HTTP in sight.
 
-    async with RAG.from_settings(Settings()) as rag:
-        await rag.ingest_paths(["docs/"])
-        answer = await rag.query("How do I change the port?")
+async with RAG.from_settings(Settings()) as rag:
+    await rag.ingest_paths(["docs/"])
+    answer = await rag.query("How do I change the port?")
 """
 
 from __future__ import annotations
@@ -104,13 +104,9 @@ class RAG:
         parsed = await asyncio.to_thread(lambda: list(parse_paths(paths)))
         docs = [p for p in parsed if isinstance(p, ParsedDocument)]
         failures = [p for p in parsed if isinstance(p, ParseFailure)]
-        return await self.pipeline.ingest(
-            scope or self.scope(), docs, failures=failures, on_progress=on_progress
-        )
+        return await self.pipeline.ingest(scope or self.scope(), docs, failures=failures, on_progress=on_progress)
 
-    async def add_documents(
-        self, documents: Sequence[DocumentInput], scope: Scope | None = None
-    ) -> IngestReport:
+    async def add_documents(self, documents: Sequence[DocumentInput], scope: Scope | None = None) -> IngestReport:
         return await self.pipeline.ingest(scope or self.scope(), [_to_parsed(d, i) for i, d in enumerate(documents)])
 
     async def ingest_parsed(self, documents: Sequence[ParsedDocument], scope: Scope | None = None) -> IngestReport:

@@ -303,17 +303,18 @@ async def _assert_isolated(store: VectorStore, mine: Scope, theirs: Scope) -> No
             ],
         )
 
-    for mode in SEARCH_MODES:
-        hits = await search(store, mine, mode, vector=axis(0), text="secret plan")
-        assert doc_ids(hits) == {"shared", "only-mine"}, mode
-        assert all(h.text.startswith("mine ") for h in hits), mode
-    docs, total = await store.list_documents(mine)
-    assert ([d.id for d in docs], total) == (["only-mine", "shared"], 2)
-    shared = await store.get_document(mine, "shared")
-    assert shared is not None
-    assert shared.content_hash == make_doc("shared", "mine secret plan", vectors=[axis(0)]).content_hash
-    assert await store.get_document(mine, "only-theirs") is None
-    assert await store.document_states(mine, ["only-theirs"]) == {}
+    for scope, owner, other in ((mine, "mine", "theirs"), (theirs, "theirs", "mine")):
+        for mode in SEARCH_MODES:
+            hits = await search(store, scope, mode, vector=axis(0), text="secret plan")
+            assert doc_ids(hits) == {"shared", f"only-{owner}"}, (owner, mode)
+            assert all(h.text.startswith(f"{owner} ") for h in hits), (owner, mode)
+        docs, total = await store.list_documents(scope)
+        assert ([d.id for d in docs], total) == ([f"only-{owner}", "shared"], 2)
+        shared = await store.get_document(scope, "shared")
+        assert shared is not None
+        assert shared.content_hash == make_doc("shared", f"{owner} secret plan", vectors=[axis(0)]).content_hash
+        assert await store.get_document(scope, f"only-{other}") is None
+        assert await store.document_states(scope, [f"only-{other}"]) == {}
 
     assert await store.delete(mine, "only-theirs") is False
     assert await store.get_document(theirs, "only-theirs") is not None
@@ -457,12 +458,11 @@ async def filters_apply_inside_the_search(store: VectorStore) -> None:
                 )
             )
         else:
-            docs.append(
-                make_doc(doc_id, f"common word {i}", vectors=[vec(1, 0.01 * i)], metadata={"group": "bulk"})
-            )
+            docs.append(make_doc(doc_id, f"common word {i}", vectors=[vec(1, 0.01 * i)], metadata={"group": "bulk"}))
     await store.upsert(DOCS, docs)
     fusion = FusionParams(candidates=2)
-    for filters in ({"group": "rare"}, {"group": ["rare", "absent"]}):
+    rare_filters: list[Filters] = [{"group": "rare"}, {"group": ["rare", "absent"]}]
+    for filters in rare_filters:
         for mode in SEARCH_MODES:
             hits = await search(
                 store, DOCS, mode, vector=axis(0), text="common word", k=2, filters=filters, fusion=fusion

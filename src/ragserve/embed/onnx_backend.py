@@ -71,9 +71,7 @@ class OnnxRunner:
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - it is a core dependency
-            raise ConfigurationError(
-                "the onnx embedder backend needs onnxruntime: pip install onnxruntime"
-            ) from exc
+            raise ConfigurationError("the onnx embedder backend needs onnxruntime: pip install onnxruntime") from exc
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or available_cpus()
         options.inter_op_num_threads = 1  # the graph is one chain; parallelism is inside ops
@@ -130,7 +128,7 @@ def _is_current(artifact: Path, stamp: dict[str, Any]) -> bool:
     return artifact.is_file() and bool(recorded == stamp)
 
 
-def _build(artifact: Path, stamp: dict[str, Any], write: Callable[[Path], None]) -> None:
+def _build(artifact: Path, stamp: dict[str, Any], write: Callable[[Path], object]) -> None:
     # The artifact lands before its stamp: a crash in between leaves a stale stamp, so the
     # next start rebuilds instead of trusting a file it cannot vouch for.
     _replace_atomically(artifact, write)
@@ -140,7 +138,7 @@ def _build(artifact: Path, stamp: dict[str, Any], write: Callable[[Path], None])
     )
 
 
-def _replace_atomically(destination: Path, write: Callable[[Path], None]) -> None:
+def _replace_atomically(destination: Path, write: Callable[[Path], object]) -> None:
     tmp = destination.with_name(f".{destination.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)

@@ -11,6 +11,7 @@ that matters is checked before anything is returned: for every chunk,
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import re
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
 
 from ragserve.errors import ConfigurationError, InvalidInputError
 from ragserve.types import Chunk, ParsedDocument, Section
@@ -29,6 +30,20 @@ from ragserve.types import Chunk, ParsedDocument, Section
 _TITLE_MAX_CHARS = 200
 _MIN_BODY_TOKENS = 16
 
+_CHARACTER_NORMALIZERS = (
+    normalizers.BertNormalizer,
+    normalizers.Lowercase,
+    normalizers.NFC,
+    normalizers.NFD,
+    normalizers.NFKC,
+    normalizers.NFKD,
+    normalizers.StripAccents,
+)
+_WHITESPACE_PRE_TOKENIZERS = (
+    pre_tokenizers.BertPreTokenizer,
+    pre_tokenizers.Whitespace,
+    pre_tokenizers.WhitespaceSplit,
+)
 _BLANK_LINE = re.compile(r"\n\s*\n")
 _LIST_ITEM = re.compile(r"(?:[-*+•‣◦▪]|\d{1,3}[.)]|[A-Za-z][.)])\s")
 # A sentence may end where end punctuation (and closing quotes) meets a space and more text.
@@ -46,9 +61,13 @@ class TokenCounter(Protocol):
     """Counts the tokens a model sees for a text, special tokens excluded.
 
     Chunking calls `count_many` with whole batches, so an implementation should make
-    that one call, not a loop::
+    that one call, not a loop. One that can promise ``count(a + " " + b) == count(a) +
+    count(b)`` may say so with ``splits_on_whitespace = True``; chunking then trusts its
+    sums instead of re-counting every finished chunk::
 
         class WordCounter:
+            splits_on_whitespace = True
+
             def count(self, text: str) -> int:
                 return len(text.split())
 
@@ -73,15 +92,24 @@ class HuggingFaceTokenCounter:
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tokenizer = tokenizer
+        # Character-wise normalizing, then cutting at every space, makes counts add up.
+        normalizer = tokenizer.normalizer
+        self.splits_on_whitespace = (
+            normalizer is None or isinstance(normalizer, _CHARACTER_NORMALIZERS)
+        ) and isinstance(tokenizer.pre_tokenizer, _WHITESPACE_PRE_TOKENIZERS)
 
     def count(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
-        return [len(encoding) for encoding in encodings]
+        if len(texts) < 2 or not self.splits_on_whitespace:
+            return [len(e) for e in self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)]
+        # Each text costs the binding a fixed overhead that dwarfs a sentence's own cost, so
+        # encode them joined, once, and hand each text the tokens that start inside it.
+        starts = [start for start, _ in self._tokenizer.encode("\n".join(texts), add_special_tokens=False).offsets]
+        ends = itertools.accumulate(len(text) + 1 for text in texts)
+        before = [0, *(bisect.bisect_left(starts, end) for end in ends)]
+        return [b - a for a, b in itertools.pairwise(before)]
 
 
 @functools.cache
@@ -186,7 +214,7 @@ def _chunk_group(
     prefix = chunk_prefix(title, headings)
     sentences = [s for paragraph in paragraphs for s in paragraph]
     counts = counter.count_many([prefix, *sentences])
-    prefix_tokens, sentence_counts = counts[0], counts[1:]
+    prefix_tokens, sentence_counts = (counts[0] if prefix else 0), counts[1:]
     if prefix_tokens > window // 2:
         headings, prefix, prefix_tokens = _shorten_headings(title, headings, counter, window // 2)
     budget = min(config.max_tokens, window - prefix_tokens)
@@ -198,31 +226,35 @@ def _chunk_group(
 
     def split_words(unit: _Unit) -> list[_Unit]:
         words = unit.text.split(" ")
-        return [
-            _Unit(w, n, unit.glue if i == 0 else " ")
-            for i, (w, n) in enumerate(zip(words, counter.count_many(words), strict=True))
-        ]
+        counts = counter.count_many(words)
+        return [_Unit(w, n, unit.glue if i == 0 else " ") for i, (w, n) in enumerate(zip(words, counts, strict=True))]
 
-    # Sums of piece counts are exact for tokenizers that split on whitespace (WordPiece);
-    # for any other the final count catches the drift and we retry with a smaller budget.
+    # Sums of piece counts are exact when the counter splits on whitespace, except across
+    # the glued fragments of a cut word; everything else is re-counted, and any overflow
+    # means a retry with a smaller budget.
+    additive = getattr(counter, "splits_on_whitespace", False) is True
     while True:
         units = _units(paragraphs, sentence_counts, budget, counter)
         packed = _pack(units, budget, config.overlap_tokens, split_words)
         bodies = [chunk[0].text + "".join(u.glue + u.text for u in chunk[1:]) for chunk in packed]
-        estimates = [sum(u.tokens for u in chunk) for chunk in packed]
-        totals = counter.count_many([prefix + body for body in bodies])
-        excess = max(totals) - window
+        tokens = [sum(u.tokens for u in chunk) for chunk in packed]
+        check = [i for i, c in enumerate(packed) if not additive or any(u.glue == "" for u in c[1:])]
+        totals = counter.count_many([prefix + bodies[i] for i in check]) if check else []
+        excess = max(totals, default=0) - window
         if excess <= 0:
             break
         budget -= excess
         if budget < 1:
             raise InvalidInputError("the token counter cannot fit this text into the embedder's window")
 
-    tokens = totals if not prefix else [t - prefix_tokens for t in totals]
-    drifted = [i for i, (t, e) in enumerate(zip(tokens, estimates, strict=True)) if t != e]
-    if prefix and drifted:
-        for i, n in zip(drifted, counter.count_many([bodies[i] for i in drifted]), strict=True):
-            tokens[i] = n
+    recount = []
+    for i, total in zip(check, totals, strict=True):
+        if not prefix or additive:
+            tokens[i] = total - prefix_tokens  # a prefix ends in a newline, so its tokens stand apart
+        elif total - prefix_tokens != tokens[i]:
+            recount.append(i)
+    for i, n in zip(recount, counter.count_many([bodies[i] for i in recount]), strict=True):
+        tokens[i] = n
     return [(body, n, headings) for body, n in zip(bodies, tokens, strict=True)]
 
 
@@ -302,9 +334,10 @@ def _fragments(word: str, budget: int, counter: TokenCounter, glue: str) -> list
     return pieces
 
 
-def _pack(
-    units: list[_Unit], budget: int, overlap: int, split_words: Callable[[_Unit], list[_Unit]]
-) -> list[list[_Unit]]:
+SplitWords = Callable[[_Unit], list[_Unit]]
+
+
+def _pack(units: list[_Unit], budget: int, overlap: int, split_words: SplitWords) -> list[list[_Unit]]:
     chunks: list[list[_Unit]] = []
     current: list[_Unit] = []
     used = 0
@@ -320,7 +353,7 @@ def _pack(
     return chunks
 
 
-def _tail(units: Sequence[_Unit], room: int, split_words: Callable[[_Unit], list[_Unit]] | None) -> list[_Unit]:
+def _tail(units: Sequence[_Unit], room: int, split_words: SplitWords | None) -> list[_Unit]:
     """Trailing units worth at most `room` tokens; words only when not one whole sentence fits."""
     taken: list[_Unit] = []
     if room <= 0:

@@ -48,8 +48,9 @@ def _describe(exc: BaseException) -> str:
 class SectionBuilder:
     """Collects paragraphs under a heading path that headings push and pop.
 
-    A section's text starts with its own heading (without markup), so the words of
-    the heading stay searchable and `ParsedDocument.text` reads like the original.
+    Headings live in `Section.headings` only, not in the body: the chunker puts the
+    heading path in front of each chunk for embedding and keyword search, and an answer
+    quoting sentences should never quote a bare heading.
     """
 
     def __init__(self) -> None:
@@ -63,7 +64,6 @@ class SectionBuilder:
             self._path.pop()
         if text:
             self._path.append((level, text))
-            self._parts.append(text)
 
     def add(self, text: str) -> None:
         if text.strip():

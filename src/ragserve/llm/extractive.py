@@ -469,13 +469,23 @@ class ExtractiveAnswerer:
         return picked if alone or together >= self.min_relevance else []
 
 
+def _informative(text: str) -> bool:
+    """A heading names a topic and a question asks one (FAQ entries restate the user's
+    question): neither answers anything. Nor does a table row, mostly separators."""
+    stripped = text.strip()
+    if stripped.endswith("?"):
+        return False
+    letters = sum(ch.isalpha() for ch in stripped)
+    return letters >= 12 and stripped.count(";") + stripped.count("|") <= len(stripped) / 40 + 1
+
+
 def _candidates(sources: Sequence[ScoredChunk]) -> list[_Candidate]:
     candidates: list[_Candidate] = []
     for index, source in enumerate(sources):
         source_context = terms(" ".join([source.title or "", *source.headings]))
         contexts: dict[str, frozenset[str]] = {}
         for position, unit in enumerate(_units(source.text)):
-            if unit.heading:  # a heading names a topic; it answers nothing by itself
+            if unit.heading or not _informative(unit.text):
                 continue
             if unit.context not in contexts:
                 contexts[unit.context] = frozenset(source_context + terms(unit.context))

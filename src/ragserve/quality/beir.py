@@ -26,7 +26,9 @@ class EvalResult:
     search_seconds: dict[str, float]
 
 
-def beir_documents(directory: Path | str, split: str) -> tuple[list[ParsedDocument], dict[str, str], dict[str, dict[str, int]]]:
+def beir_documents(
+    directory: Path | str, split: str
+) -> tuple[list[ParsedDocument], dict[str, str], dict[str, dict[str, int]]]:
     data = load_beir(directory, split)
     docs = [
         ParsedDocument(

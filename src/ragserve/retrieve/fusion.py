@@ -11,9 +11,7 @@ import numpy.typing as npt
 K = TypeVar("K", bound=Hashable)
 
 
-def reciprocal_rank_fusion(
-    rankings: Sequence[tuple[Sequence[K], float]], k: float = 60.0
-) -> list[tuple[K, float]]:
+def reciprocal_rank_fusion(rankings: Sequence[tuple[Sequence[K], float]], k: float = 60.0) -> list[tuple[K, float]]:
     """Weighted RRF: each ranking is (ids best-first, weight); score = Σ weight / (k + rank).
 
     Ranks are 1-based. Ties keep the order of first appearance, so the result is deterministic.

@@ -69,9 +69,7 @@ class CollectionGraph:
                 except RuntimeError:
                     pass  # not present, or already deleted: replaying a change is harmless
 
-    def search(
-        self, vector: Vectors, k: int, allowed: Callable[[int], bool] | None = None
-    ) -> list[tuple[int, float]]:
+    def search(self, vector: Vectors, k: int, allowed: Callable[[int], bool] | None = None) -> list[tuple[int, float]]:
         k = min(k, self.live)
         if k <= 0:
             return []

@@ -51,9 +51,7 @@ class VectorStore(Protocol):
 
     async def get_document(self, scope: Scope, document_id: str) -> DocumentInfo | None: ...
 
-    async def list_documents(
-        self, scope: Scope, *, limit: int = 50, offset: int = 0
-    ) -> tuple[list[DocumentInfo], int]:
+    async def list_documents(self, scope: Scope, *, limit: int = 50, offset: int = 0) -> tuple[list[DocumentInfo], int]:
         """One page of documents ordered by id, and the total count."""
         ...
 

@@ -49,9 +49,7 @@ class _Stale(Exception):
 
 
 class EmbeddedVectorStore:
-    def __init__(
-        self, data_dir: Path, dimension: int, model_name: str, hnsw: HnswParams | None = None
-    ) -> None:
+    def __init__(self, data_dir: Path, dimension: int, model_name: str, hnsw: HnswParams | None = None) -> None:
         self.dimension = dimension
         self._hnsw = hnsw or HnswParams()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -134,9 +132,7 @@ class EmbeddedVectorStore:
         self._keyword.apply(upto, self._keyword_docs(conn, adds), deletes, drops)
         self._keyword.refresh()
 
-    def _keyword_docs(
-        self, conn: sqlite3.Connection, ranges: list[tuple[int, int, int]]
-    ) -> Iterator[KeywordDoc]:
+    def _keyword_docs(self, conn: sqlite3.Connection, ranges: list[tuple[int, int, int]]) -> Iterator[KeywordDoc]:
         for cid, low, high in ranges:
             rows = conn.execute(
                 "SELECT c.id, c.doc_id, c.text, c.headings, d.title FROM chunks c "
@@ -183,7 +179,10 @@ class EmbeddedVectorStore:
         if self._keyword.seq < seq and self._keyword.refresh() < seq:
             # A writer died between its SQLite commit and its Tantivy commit: finish its work.
             with self._write_lock.hold():
-                self._catch_up_keyword(conn, seq)
+                # A live writer may have carried Tantivy past this snapshot while we waited for
+                # the lock; catching up would then see it "ahead" and rebuild it. Retry instead.
+                if self._keyword.refresh() < seq:
+                    self._catch_up_keyword(conn, seq)
         if self._keyword.seq != seq:
             raise _Stale
 
@@ -213,7 +212,12 @@ class EmbeddedVectorStore:
                     if attempt < _READ_ATTEMPTS - 1:
                         continue
                     log.warning("store is changing faster than reads settle; answering from the newest state")
-                return fn(conn, seq)
+                result = fn(conn, seq)
+                # Another thread may have moved an index past `seq` while fn searched it.
+                moved = (dense and self._dense_seq != seq) or (keyword and self._keyword.seq != seq)
+                if moved and attempt < _READ_ATTEMPTS - 1:
+                    continue
+                return result
             finally:
                 conn.execute("COMMIT")
         raise AssertionError("unreachable")
@@ -223,13 +227,9 @@ class EmbeddedVectorStore:
         keyword = query.mode in ("keyword", "hybrid") and bool(query.text and query.text.strip())
         if query.mode == "dense" and query.vector is None:
             raise InvalidInputError("dense search needs a query vector")
-        return self._read(
-            lambda conn, _: self._search(conn, query, dense, keyword), dense=dense, keyword=keyword
-        )
+        return self._read(lambda conn, _: self._search(conn, query, dense, keyword), dense=dense, keyword=keyword)
 
-    def _search(
-        self, conn: sqlite3.Connection, q: StoreQuery, dense: bool, keyword: bool
-    ) -> list[ScoredChunk]:
+    def _search(self, conn: sqlite3.Connection, q: StoreQuery, dense: bool, keyword: bool) -> list[ScoredChunk]:
         cid = db.collection_id(conn, q.scope.tenant, q.scope.collection)
         if cid is None:
             return []
@@ -248,11 +248,8 @@ class EmbeddedVectorStore:
             pool = [i for i, _ in fused[: max(q.k * 4, 20)]]
             with self._graph_lock.read():
                 vectors = self._graphs[cid].vectors(pool)
-            top = max(s for _, s in fused[: len(pool)])
-            rel = [s / top for _, s in fused[: len(pool)]]
-            picks = maximal_marginal_relevance(
-                np.asarray(q.vector, np.float32), vectors, q.k, q.mmr_lambda, rel
-            )
+            # Fusion chooses the pool; MMR re-ranks it on the cosine scale its redundancy term uses.
+            picks = maximal_marginal_relevance(np.asarray(q.vector, np.float32), vectors, q.k, q.mmr_lambda)
             fused = [fused[p] for p in picks]
         top_k = fused[: q.k]
         return self._hydrate(conn, top_k, dict(dense_hits), dict(keyword_hits), dense_hits, keyword_hits)
@@ -262,9 +259,7 @@ class EmbeddedVectorStore:
     ) -> list[tuple[int, float]]:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         if query.shape[0] != self.dimension:
-            raise InvalidInputError(
-                f"query vector has {query.shape[0]} dimensions, the store {self.dimension}"
-            )
+            raise InvalidInputError(f"query vector has {query.shape[0]} dimensions, the store {self.dimension}")
         allowed = self._allowed_chunks(conn, cid, groups) if groups else None
         with self._graph_lock.read():
             graph = self._graphs.get(cid)
@@ -437,13 +432,10 @@ class EmbeddedVectorStore:
             if cid is None:
                 return [], 0
             rows = conn.execute(
-                f"SELECT {db.DOCUMENT_COLUMNS} FROM documents WHERE collection_id = ? "
-                "ORDER BY doc_id LIMIT ? OFFSET ?",
+                f"SELECT {db.DOCUMENT_COLUMNS} FROM documents WHERE collection_id = ? ORDER BY doc_id LIMIT ? OFFSET ?",
                 (cid, limit, offset),
             ).fetchall()
-            total = conn.execute("SELECT count(*) FROM documents WHERE collection_id = ?", (cid,)).fetchone()[
-                0
-            ]
+            total = conn.execute("SELECT count(*) FROM documents WHERE collection_id = ?", (cid,)).fetchone()[0]
             return [db.document_info(r) for r in rows], int(total)
 
         return self._query(run)
@@ -464,10 +456,7 @@ class EmbeddedVectorStore:
     def list_collections_sync(self, tenant: str) -> list[str]:
         return self._query(
             lambda conn: [
-                n
-                for (n,) in conn.execute(
-                    "SELECT name FROM collections WHERE tenant = ? ORDER BY name", (tenant,)
-                )
+                n for (n,) in conn.execute("SELECT name FROM collections WHERE tenant = ? ORDER BY name", (tenant,))
             ]
         )
 
@@ -485,9 +474,7 @@ class EmbeddedVectorStore:
     async def get_document(self, scope: Scope, document_id: str) -> DocumentInfo | None:
         return await asyncio.to_thread(self.get_document_sync, scope, document_id)
 
-    async def list_documents(
-        self, scope: Scope, *, limit: int = 50, offset: int = 0
-    ) -> tuple[list[DocumentInfo], int]:
+    async def list_documents(self, scope: Scope, *, limit: int = 50, offset: int = 0) -> tuple[list[DocumentInfo], int]:
         return await asyncio.to_thread(self.list_documents_sync, scope, limit, offset)
 
     async def search(self, query: StoreQuery) -> list[ScoredChunk]:

@@ -64,8 +64,10 @@ class TantivyKeywordIndex:
         self._heap = writer_heap_bytes
         self._schema = _schema()
         self._index = self._open()
-        self._searcher = self._index.searcher()
-        self._searcher_seq = self._read_seq(self._searcher)
+        searcher = self._index.searcher()
+        # The searcher and its change-log position are swapped as one attribute, so a reader
+        # that checks `seq` before and after a search knows which state it searched.
+        self._current = (searcher, self._read_seq(searcher))
 
     def _open(self) -> tantivy.Index:
         self._path.mkdir(parents=True, exist_ok=True)
@@ -77,13 +79,12 @@ class TantivyKeywordIndex:
         """Throw the index away (it is derived state) and start empty."""
         shutil.rmtree(self._path, ignore_errors=True)
         self._index = self._open()
-        self._searcher = self._index.searcher()
-        self._searcher_seq = 0
+        self._current = (self._index.searcher(), 0)
 
     @property
     def seq(self) -> int:
         """The change-log position of the searcher in use."""
-        return self._searcher_seq
+        return self._current[1]
 
     def _read_seq(self, searcher: tantivy.Searcher) -> int:
         query = tantivy.Query.term_query(self._schema, "kind", "meta")
@@ -96,8 +97,9 @@ class TantivyKeywordIndex:
         """Load the newest committed state and return its change-log position."""
         self._index.reload()
         searcher = self._index.searcher()
-        self._searcher, self._searcher_seq = searcher, self._read_seq(searcher)
-        return self._searcher_seq
+        seq = self._read_seq(searcher)
+        self._current = (searcher, seq)
+        return seq
 
     def apply(
         self,
@@ -160,12 +162,10 @@ class TantivyKeywordIndex:
         for group in tag_groups:
             terms = [self._term("tags", tag) for tag in group]
             either = (
-                terms[0]
-                if len(terms) == 1
-                else tantivy.Query.boolean_query([(tantivy.Occur.Should, t) for t in terms])
+                terms[0] if len(terms) == 1 else tantivy.Query.boolean_query([(tantivy.Occur.Should, t) for t in terms])
             )
             clauses.append((tantivy.Occur.Must, self._const(either)))
-        searcher = self._searcher
+        searcher = self._current[0]
         hits = searcher.search(tantivy.Query.boolean_query(clauses), limit=limit, count=False).hits
         if not hits:
             return []

@@ -188,6 +188,4 @@ def document_info(row: tuple[Any, ...]) -> DocumentInfo:
     )
 
 
-DOCUMENT_COLUMNS = (
-    "doc_id, version, content_hash, chunk_count, title, source, metadata, created_at, updated_at"
-)
+DOCUMENT_COLUMNS = "doc_id, version, content_hash, chunk_count, title, source, metadata, created_at, updated_at"

@@ -113,9 +113,7 @@ def delete_document(conn: sqlite3.Connection, cid: int, doc_id: str) -> bool:
         return False
     span = _remove_chunks(conn, cid, doc_id)
     if span is not None:
-        conn.execute(
-            "INSERT INTO changes (collection_id, op, low, high) VALUES (?, 'del', ?, ?)", (cid, *span)
-        )
+        conn.execute("INSERT INTO changes (collection_id, op, low, high) VALUES (?, 'del', ?, ?)", (cid, *span))
     return True
 
 

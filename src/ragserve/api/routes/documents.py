@@ -29,8 +29,10 @@ async def add_documents(body: DocumentsCreate, rag: RagDep, request_id: RequestI
     report = await rag.add_documents(inputs, scope)
     return DocumentsCreated(
         collection=scope.collection,
-        results=[DocumentWritePublic(id=r.id, status=r.status, version=r.version, chunks=r.chunk_count)
-                 for r in report.results],
+        results=[
+            DocumentWritePublic(id=r.id, status=r.status, version=r.version, chunks=r.chunk_count)
+            for r in report.results
+        ],
         chunks=report.chunks,
         request_id=request_id,
     )

@@ -1,0 +1,50 @@
+"""Shared fixtures: one embedder model cache and one RAG per test session.
+
+Loading the model takes seconds and its first ONNX export tens of seconds, so every data
+directory made here links to one model cache, and tests that need a RAG share one (they
+stay independent by writing to collections of their own).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from ragserve.build import build_embedder
+from ragserve.rag import RAG
+from ragserve.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory's `models/` folder with the embedder exported into it, once."""
+    root = tmp_path_factory.mktemp("model-cache")
+    build_embedder(Settings(data_dir=root))
+    return root / "models"
+
+
+@pytest.fixture(scope="session")
+def make_data_dir(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Callable[[], Path]:
+    """Makes a fresh, empty data directory that reuses the session's model cache."""
+
+    def make() -> Path:
+        path = tmp_path_factory.mktemp("data")
+        (path / "models").symlink_to(model_cache, target_is_directory=True)
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def shared_rag(make_data_dir: Callable[[], Path]) -> AsyncIterator[RAG]:
+    async with await RAG.from_settings(Settings(data_dir=make_data_dir())) as rag:
+        yield rag
+
+
+@pytest.fixture
+def collection() -> str:
+    """A collection name no other test uses."""
+    return "t-" + uuid.uuid4().hex[:12]
