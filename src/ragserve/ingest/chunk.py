@@ -218,7 +218,9 @@ def _chunk_group(
     if prefix_tokens > window // 2:
         headings, prefix, prefix_tokens = _shorten_headings(title, headings, counter, window // 2)
     budget = min(config.max_tokens, window - prefix_tokens)
-    if budget < _MIN_BODY_TOKENS:
+    # A title is never cut here (embedding_text must rebuild the same prefix from it), so a
+    # heavy one only shrinks the body, down to a floor below which the chunks would be noise.
+    if budget < min(_MIN_BODY_TOKENS, window // 2):
         raise InvalidInputError(
             f"the title takes {prefix_tokens} of the embedder's {window} tokens; too few are left for text",
             field="title",

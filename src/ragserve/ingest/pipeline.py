@@ -148,6 +148,9 @@ class IngestPipeline:
         if pending is not None:
             report.results.extend(await pending)
             self._advance(progress, pending_size, on_progress)
+        # Results in input order, so callers can pair them with what they sent.
+        position = {doc_id: i for i, doc_id in enumerate(docs)}
+        report.results.sort(key=lambda r: position[r.id])
         report.seconds = time.perf_counter() - started
         return report
 
