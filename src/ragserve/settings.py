@@ -56,8 +56,7 @@ class Settings(BaseSettings):
     def _coherent(self) -> Settings:
         if self.chunk_overlap * 2 >= self.chunk_tokens:
             raise ValueError(
-                f"chunk_overlap ({self.chunk_overlap}) must be less than half of chunk_tokens "
-                f"({self.chunk_tokens})"
+                f"chunk_overlap ({self.chunk_overlap}) must be less than half of chunk_tokens ({self.chunk_tokens})"
             )
         if self.dense_weight == 0 and self.keyword_weight == 0:
             raise ValueError("dense_weight and keyword_weight cannot both be 0")

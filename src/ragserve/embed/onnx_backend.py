@@ -76,6 +76,9 @@ class OnnxRunner:
         options.intra_op_num_threads = threads or available_cpus()
         options.inter_op_num_threads = 1  # the graph is one chain; parallelism is inside ops
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning worker threads burn the cores that parsing, index writes and request
+        # handling need; on a small machine that costs more than the wake-up latency saved.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

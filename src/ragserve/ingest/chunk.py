@@ -232,32 +232,29 @@ def _chunk_group(
         return [_Unit(w, n, unit.glue if i == 0 else " ") for i, (w, n) in enumerate(zip(words, counts, strict=True))]
 
     # Sums of piece counts are exact when the counter splits on whitespace, except across
-    # the glued fragments of a cut word; everything else is re-counted, and any overflow
-    # means a retry with a smaller budget.
+    # the glued fragments of a cut word. Every other chunk is counted again; an overflow
+    # means planning again with a smaller budget.
     additive = getattr(counter, "splits_on_whitespace", False) is True
+    limit = budget
     while True:
         units = _units(paragraphs, sentence_counts, budget, counter)
         packed = _pack(units, budget, config.overlap_tokens, split_words)
         bodies = [chunk[0].text + "".join(u.glue + u.text for u in chunk[1:]) for chunk in packed]
         tokens = [sum(u.tokens for u in chunk) for chunk in packed]
         check = [i for i, c in enumerate(packed) if not additive or any(u.glue == "" for u in c[1:])]
-        totals = counter.count_many([prefix + bodies[i] for i in check]) if check else []
-        excess = max(totals, default=0) - window
-        if excess <= 0:
-            break
+        counted = counter.count_many([bodies[i] for i in check])
+        if prefix and not additive:
+            totals = counter.count_many([prefix + bodies[i] for i in check])
+        else:  # the prefix ends in a newline, so its tokens stand apart
+            totals = [prefix_tokens + n for n in counted]
+        for i, n in zip(check, counted, strict=True):
+            tokens[i] = n
+        excess = max([0, *(t - window for t in totals), *(n - limit for n in counted)])
+        if not excess:
+            return [(body, n, headings) for body, n in zip(bodies, tokens, strict=True)]
         budget -= excess
         if budget < 1:
             raise InvalidInputError("the token counter cannot fit this text into the embedder's window")
-
-    recount = []
-    for i, total in zip(check, totals, strict=True):
-        if not prefix or additive:
-            tokens[i] = total - prefix_tokens  # a prefix ends in a newline, so its tokens stand apart
-        elif total - prefix_tokens != tokens[i]:
-            recount.append(i)
-    for i, n in zip(recount, counter.count_many([bodies[i] for i in recount]), strict=True):
-        tokens[i] = n
-    return [(body, n, headings) for body, n in zip(bodies, tokens, strict=True)]
 
 
 def _shorten_headings(
@@ -304,36 +301,24 @@ def _units(
                 if word_tokens <= budget:
                     units.append(_Unit(word, word_tokens, word_glue))
                 else:
-                    units.extend(_fragments(word, budget, counter, word_glue))
+                    units.extend(_fragments(word, word_tokens, budget, counter, word_glue))
     return units
 
 
-def _fragments(word: str, budget: int, counter: TokenCounter, glue: str) -> list[_Unit]:
-    """Cut a word with no spaces into the longest pieces that fit the budget."""
-    pieces: list[_Unit] = []
-    start = 0
-    while start < len(word):
-        good, good_tokens = start + 1, counter.count(word[start : start + 1])
-        bad: int | None = None
-        step = budget
-        # Gallop, then bisect: probes stay near the piece's size, not the whole word's.
-        while bad is None and good < len(word):
-            probe = min(len(word), good + step)
-            n = counter.count(word[start:probe])
-            if n <= budget:
-                good, good_tokens, step = probe, n, step * 2
-            else:
-                bad = probe
-        while bad is not None and bad - good > 1:
-            middle = (good + bad) // 2
-            n = counter.count(word[start:middle])
-            if n <= budget:
-                good, good_tokens = middle, n
-            else:
-                bad = middle
-        pieces.append(_Unit(word[start:good], good_tokens, glue if start == 0 else ""))
-        start = good
-    return pieces
+def _fragments(word: str, tokens: int, budget: int, counter: TokenCounter, glue: str) -> list[_Unit]:
+    """Cut a word with no spaces into even pieces under the budget, halving any that are not."""
+    # Aim a little under: a cut inside a word can turn one token into two.
+    size = max(1, len(word) * budget * 7 // (tokens * 8))
+    pieces = [word[i : i + size] for i in range(0, len(word), size)]
+    sized = list(zip(pieces, counter.count_many(pieces), strict=True))
+    while any(n > budget and len(p) > 1 for p, n in sized):
+        pieces = [
+            half
+            for p, n in sized
+            for half in ((p[: len(p) // 2], p[len(p) // 2 :]) if n > budget and len(p) > 1 else (p,))
+        ]
+        sized = list(zip(pieces, counter.count_many(pieces), strict=True))
+    return [_Unit(p, n, glue if i == 0 else "") for i, (p, n) in enumerate(sized)]
 
 
 SplitWords = Callable[[_Unit], list[_Unit]]
