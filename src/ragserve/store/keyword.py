@@ -17,8 +17,10 @@ from typing import Any
 import tantivy
 
 ANALYZER = "ragserve_en"
-# Characters that mean something to Tantivy's query language; user text is never syntax.
-_QUERY_SYNTAX = re.compile(r'[+\-&|!(){}\[\]^"~*?:\\/<>=\'`]')
+# User text is never query syntax. Everything but letters and digits becomes a space: that
+# removes the query language's operators, and also stops "RAGSERVE_PORT" from turning into
+# a phrase query, which needs positions the body field does not index.
+_QUERY_SYNTAX = re.compile(r"[\W_]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,7 @@ class TantivyKeywordIndex:
         self, text: str, collection_id: int, tag_groups: Sequence[Sequence[str]], limit: int
     ) -> list[tuple[int, float]]:
         """Top `limit` (chunk id, BM25 score). Each tag group is an OR; groups are ANDed."""
-        cleaned = _QUERY_SYNTAX.sub(" ", text)
+        cleaned = _QUERY_SYNTAX.sub(" ", text).lower()  # lower: "AND", "OR", "NOT" are operators
         if not cleaned.strip():
             return []
         text_query, _errors = self._index.parse_query_lenient(cleaned, ["body"])
