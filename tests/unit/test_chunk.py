@@ -43,6 +43,18 @@ class AdditiveWordCounter(WordCounter):
     splits_on_whitespace = True
 
 
+class DriftingCounter(WordCounter):
+    """Joined text costs more than its parts (one extra token per 8 words), as with some
+    BPE vocabularies; chunking must notice and plan again with a smaller budget."""
+
+    def count(self, text: str) -> int:
+        n = len(text.split())
+        return n + n // 8
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        return [self.count(text) for text in texts]
+
+
 @pytest.fixture(scope="module")
 def tokenizer() -> HuggingFaceTokenCounter:
     return default_token_counter()
@@ -160,12 +172,8 @@ def test_overlap_takes_trailing_words_when_no_whole_sentence_fits() -> None:
 
     chunks = chunk_sections([Section(" ".join(s))], WordCounter(), config)
 
-    tail = lambda sentence: " ".join(sentence.split()[-4:])  # noqa: E731
-    assert [c.text for c in chunks] == [
-        f"{s[0]} {s[1]}",
-        f"{tail(s[1])} {s[2]} {s[3]}",
-        f"{tail(s[3])} {s[4]}",
-    ]
+    tail_1, tail_3 = (" ".join(s[i].split()[-4:]) for i in (1, 3))
+    assert [c.text for c in chunks] == [f"{s[0]} {s[1]}", f"{tail_1} {s[2]} {s[3]}", f"{tail_3} {s[4]}"]
 
 
 def test_overlap_prefers_whole_sentences() -> None:
@@ -311,22 +319,7 @@ def test_chunking_is_deterministic(tokenizer: HuggingFaceTokenCounter) -> None:
 
 # --- properties over random texts ------------------------------------------------------
 
-VOCABULARY = [
-    "the",
-    "cell",
-    "protein",
-    "binds",
-    "receptor",
-    "signal",
-    "pathway",
-    "mouse",
-    "model",
-    "dose",
-    "effect",
-    "e.g.",
-    "Fig.",
-    "3.5",
-]
+VOCABULARY = ["the", "cell", "protein", "binds", "receptor", "signal", "mouse", "dose", "e.g.", "Fig.", "3.5"]
 
 
 def random_text(rng: random.Random, *, serial: Iterator[int] | None = None, giant: bool = False) -> str:
@@ -355,7 +348,9 @@ def random_sections(rng: random.Random, *, unique: bool, giant: bool = False) ->
     ]
 
 
-@pytest.mark.parametrize("counter", [WordCounter(), AdditiveWordCounter()], ids=["recounted", "additive"])
+@pytest.mark.parametrize(
+    "counter", [WordCounter(), AdditiveWordCounter(), DriftingCounter()], ids=["recounted", "additive", "drifting"]
+)
 def test_random_texts_are_covered_in_order_without_gaps(counter: TokenCounter) -> None:
     rng = random.Random(20240501)
     shared = 0
@@ -389,7 +384,7 @@ def test_random_texts_are_covered_in_order_without_gaps(counter: TokenCounter) -
 
 def test_random_texts_with_giant_tokens_fit_the_window(tokenizer: HuggingFaceTokenCounter) -> None:
     rng = random.Random(99)
-    for _ in range(30):
+    for _ in range(20):
         sections = random_sections(rng, unique=False, giant=True)
         max_tokens = rng.choice([16, 64, 200, 254])
         config = ChunkingConfig(max_tokens, rng.randrange(max_tokens // 2))

@@ -1,8 +1,10 @@
 """Token-aware recursive chunking: paragraphs, then sentences, then words, with overlap.
 
-Tokens are counted with the embedding model's own tokenizer, and the one guarantee
-that matters is checked before anything is returned: for every chunk,
-``counter.count(embedding_text(chunk, title)) <= config.window_tokens``.
+A paragraph that fits the budget stays whole; one that does not is cut into sentences,
+a sentence into words, and a word with no spaces (a base64 blob) into pieces. The pieces
+are packed greedily, each new chunk opening with the last sentence(s) of the one before.
+Counts come from the embedding model's own tokenizer, so the text we embed never
+exceeds its window: ``counter.count(embedding_text(chunk, title)) <= config.window_tokens``.
 
     counter = default_token_counter()
     chunks = chunk_document(parsed, counter)
