@@ -52,6 +52,10 @@ class BackendResult:
     mean_cos_drift: float | None
 
 
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -109,6 +113,7 @@ def measure(
         latencies_ms.append((time.perf_counter() - started) * 1000.0)
         cpu_ms.append((time.process_time() - cpu_started) * 1000.0)
 
+    log(f"{backend}: loaded in {load_s:.1f}s, query latency p50 {statistics.median(latencies_ms):.1f} ms")
     started, cpu_started = time.perf_counter(), time.process_time()
     doc_vectors = embedder.embed_batch(doc_texts)
     docs_s, docs_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
@@ -135,11 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     query_texts = [dataset.queries[qid] for qid in query_ids]
     doc_tokens = count_tokens(doc_texts)
     latency_queries = (query_texts * (args.latency_queries // max(len(query_texts), 1) + 1))[: args.latency_queries]
-    print(
+    log(
         f"SciFact train: {len(doc_texts)} docs ({doc_tokens} tokens), {len(query_ids)} queries; "
         f"batch {args.batch_size}, threads {args.threads or 'all'}, cpus {os.cpu_count()}, "
-        f"load average {os.getloadavg()[0]:.2f}",
-        file=sys.stderr,
+        f"load average {os.getloadavg()[0]:.2f}"
     )
 
     results: list[BackendResult] = []
@@ -175,12 +179,12 @@ def main(argv: list[str] | None = None) -> int:
             mean_cos_drift=drift[1],
         )
         results.append(result)
-        print(f"{backend}: done, load average {result.load_average:.2f}", file=sys.stderr)
+        log(f"{backend}: {result}")
+        if args.json is not None:  # after each backend, so a long run that dies keeps what it had
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps([asdict(r) for r in results], indent=2), encoding="utf-8")
 
     print_table(results)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2), encoding="utf-8")
     return 0
 
 
