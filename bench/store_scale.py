@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ragserve.build import fusion_params
 from ragserve.ingest.pipeline import content_hash
 from ragserve.llm.extractive import ExtractiveAnswerer
 from ragserve.settings import Settings
 from ragserve.store.ann import HnswParams
 from ragserve.store.embedded import EmbeddedVectorStore
-from ragserve.types import ChunkRecord, DocumentWrite, FusionParams, ParsedDocument, Scope, Section, StoreQuery
+from ragserve.types import ChunkRecord, DocumentWrite, ParsedDocument, Scope, Section, StoreQuery
 
 DIM = 384
 VOCAB = 30_000
@@ -84,7 +85,7 @@ async def measure(data_dir: Path, queries: int) -> dict[str, object]:
     rng = np.random.default_rng(11)
     texts = [" ".join(f"w{w}" for w in rng.integers(0, 3000, 6)) for _ in range(queries)]
     vectors = await embedder.embed_documents(texts)
-    fusion = FusionParams(settings.rrf_k, settings.dense_weight, settings.keyword_weight, settings.candidates)
+    fusion = fusion_params(settings)
     out: dict[str, object] = {"open_s": open_s}
     for mode in ("dense", "keyword", "hybrid"):
         lat = []

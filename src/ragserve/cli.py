@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -179,6 +180,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     if args.workers > 1:
+        # Each worker builds its own app from the environment: pass on what the command line chose.
+        os.environ["RAGSERVE_DATA_DIR"] = str(settings.data_dir)
         uvicorn.run("ragserve.api.app:create_app", factory=True, host=host, port=port, workers=args.workers)
     else:
         uvicorn.run(create_app(settings), host=host, port=port)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ragserve.build import fusion_params
 from ragserve.quality.evaluate import Run, evaluate_run, load_beir
 from ragserve.rag import RAG
 from ragserve.types import FusionParams, ParsedDocument, Scope, SearchMode, Section, StoreQuery
@@ -64,10 +65,8 @@ async def evaluate_beir(
     ids = sorted(queries)
     texts = [queries[q] for q in ids]
     vectors = await rag.embedder.embed_documents(texts) if any(m != "bm25" for m in modes) else None
-    base = fusion or FusionParams(
-        rag.settings.rrf_k, rag.settings.dense_weight, rag.settings.keyword_weight, rag.settings.candidates
-    )
-    params = FusionParams(base.k, base.dense_weight, base.keyword_weight, max(base.candidates, 100))
+    base = fusion or fusion_params(rag.settings)
+    params = replace(base, candidates=max(base.candidates, 100))
     metrics: dict[str, dict[str, float]] = {}
     timings: dict[str, float] = {}
     for mode in modes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ragserve.embed.base import Embedder
 from ragserve.errors import InvalidInputError
@@ -82,7 +82,7 @@ class HybridRetriever:
             timings["embed"] = (time.perf_counter() - started) * 1000
         fusion = self._fusion
         if candidates is not None:
-            fusion = FusionParams(fusion.k, fusion.dense_weight, fusion.keyword_weight, candidates)
+            fusion = replace(fusion, candidates=candidates)
         query = StoreQuery(
             scope=scope,
             mode=mode,

@@ -252,7 +252,7 @@ class EmbeddedVectorStore:
             picks = maximal_marginal_relevance(np.asarray(q.vector, np.float32), vectors, q.k, q.mmr_lambda)
             fused = [fused[p] for p in picks]
         top_k = fused[: q.k]
-        return self._hydrate(conn, top_k, dict(dense_hits), dict(keyword_hits), dense_hits, keyword_hits)
+        return self._hydrate(conn, top_k, dense_hits, keyword_hits)
 
     def _dense_hits(
         self, conn: sqlite3.Connection, cid: int, vector: object, groups: list[list[str]], n: int
@@ -307,8 +307,6 @@ class EmbeddedVectorStore:
     def _hydrate(
         conn: sqlite3.Connection,
         ranked: list[tuple[int, float]],
-        dense_scores: dict[int, float],
-        keyword_scores: dict[int, float],
         dense_hits: list[tuple[int, float]],
         keyword_hits: list[tuple[int, float]],
     ) -> list[ScoredChunk]:
@@ -322,6 +320,7 @@ class EmbeddedVectorStore:
             ids,
         ).fetchall()
         by_id = {row[0]: row for row in rows}
+        dense_scores, keyword_scores = dict(dense_hits), dict(keyword_hits)
         dense_rank = {cid: r for r, (cid, _) in enumerate(dense_hits, start=1)}
         keyword_rank = {cid: r for r, (cid, _) in enumerate(keyword_hits, start=1)}
         out = []
