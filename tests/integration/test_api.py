@@ -6,6 +6,7 @@ test writes to a collection of its own, so the tests stay independent of each ot
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -398,6 +399,16 @@ async def test_query_answers_with_citations(client: Client, corpus: str) -> None
     assert citations[0]["title"] == "FAQ"
     assert citations[0]["source"] == "samples/faq.md"
     assert "8000" in citations[0]["snippet"]
+
+
+async def test_query_body_sent_the_way_curl_d_sends_it(client: Client, corpus: str) -> None:
+    # `curl -d '{...}'` labels JSON as a form; the documented one-liner must still work.
+    body = json.dumps({"query": "How tall is the Eiffel Tower?", "collection": corpus})
+    r = await client.post("/v1/query", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200, r.text
+    assert r.json()["sources"]
+    r = await client.post("/v1/search", content="query=tower", headers={"content-type": "text/plain"})
+    assert error_of(r, 422)["type"] == "validation_error"
 
 
 async def test_query_top_k_and_filters_bound_the_sources(client: Client, corpus: str) -> None:

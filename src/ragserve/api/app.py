@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ragserve import __version__
 from ragserve.api.errors import install_error_handlers
-from ragserve.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ragserve.api.middleware import BodyLimitMiddleware, JsonBodyMiddleware, RequestIdMiddleware
 from ragserve.api.routes import documents, health, query
 from ragserve.rag import RAG
 from ragserve.settings import Settings, load_settings
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, rag: RAG | None = None) -> Fast
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(query.router)

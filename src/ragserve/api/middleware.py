@@ -35,6 +35,25 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class JsonBodyMiddleware:
+    """Treats a POST body as JSON unless it says multipart.
+
+    `curl -d '{"query": ...}'` labels its body application/x-www-form-urlencoded; every
+    POST route here takes JSON (uploads aside), so that label is a client default, not intent.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+            given = dict(scope["headers"]).get(b"content-type", b"")
+            if not given.startswith(b"multipart/") and b"json" not in given:
+                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 class BodyLimitMiddleware:
     """413 for bodies over `max_bytes`, by Content-Length or by counting a streamed body."""
 
