@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_query_chars: int = Field(default=4000, ge=16)
 
+    # Uploads: per file, per request, and the size up to which an upload is ingested inline.
+    max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    max_file_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    upload_inline_bytes: int = Field(default=1024 * 1024, ge=0)
+    job_workers: int = Field(default=1, ge=1, le=32)
+
+    workers: int = Field(default=1, ge=1, le=64)
+    graceful_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    warmup: bool = True
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"  # auto: console in development, JSON in production
+    log_queries: bool = False
+
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         if self.chunk_overlap * 2 >= self.chunk_tokens:
