@@ -134,6 +134,10 @@ class RAG:
     async def stats(self, scope: Scope | None = None) -> CollectionStats:
         return await self.store.stats(scope or self.scope())
 
+    async def totals(self) -> CollectionStats:
+        """Documents and chunks across every tenant and collection."""
+        return await self.store.totals()
+
     # ------------------------------------------------------------------ read
 
     async def search(

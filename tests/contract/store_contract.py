@@ -280,6 +280,16 @@ async def stats_count_documents_and_chunks(store: VectorStore) -> None:
     assert await store.stats(NOTES) == CollectionStats(0, 0)
 
 
+async def totals_span_every_tenant_and_collection(store: VectorStore) -> None:
+    assert await store.totals() == CollectionStats(0, 0)
+    await store.upsert(DOCS, [make_doc("a", "1", "2")])
+    await store.upsert(NOTES, [make_doc("a", "3")])
+    await store.upsert(OTHER_TENANT_DOCS, [make_doc("z", "4", "5", "6")])
+    assert await store.totals() == CollectionStats(3, 6)
+    await store.delete(DOCS, "a")
+    assert await store.totals() == CollectionStats(2, 4)
+
+
 async def list_collections_is_per_tenant(store: VectorStore) -> None:
     assert await store.list_collections("acme") == []
     for scope in (NOTES, DOCS, OTHER_TENANT_DOCS, Scope("globex", "archive")):
@@ -561,6 +571,7 @@ CONTRACT: tuple[Check, ...] = (
     list_documents_pages_ordered_by_id,
     get_document_returns_what_was_written,
     stats_count_documents_and_chunks,
+    totals_span_every_tenant_and_collection,
     list_collections_is_per_tenant,
     tenants_never_see_each_other,
     collections_never_see_each_other,

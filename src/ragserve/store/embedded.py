@@ -452,6 +452,12 @@ class EmbeddedVectorStore:
 
         return self._query(run)
 
+    def totals_sync(self) -> CollectionStats:
+        docs, chunks = self._query(
+            lambda conn: conn.execute("SELECT count(*), coalesce(sum(chunk_count), 0) FROM documents").fetchone()
+        )
+        return CollectionStats(int(docs), int(chunks))
+
     def list_collections_sync(self, tenant: str) -> list[str]:
         return self._query(
             lambda conn: [
@@ -481,6 +487,9 @@ class EmbeddedVectorStore:
 
     async def stats(self, scope: Scope) -> CollectionStats:
         return await asyncio.to_thread(self.stats_sync, scope)
+
+    async def totals(self) -> CollectionStats:
+        return await asyncio.to_thread(self.totals_sync)
 
     async def list_collections(self, tenant: str) -> list[str]:
         return await asyncio.to_thread(self.list_collections_sync, tenant)
