@@ -40,7 +40,10 @@ typecheck: dev
 unit: dev
 	$(BIN)/pytest -q tests/unit
 
+# promtool (Debian package prometheus) checks the /metrics exposition; without it that test skips.
 test: lint typecheck
+	-command -v promtool >/dev/null || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 	$(BIN)/pytest -q
 
 format: dev

@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API and web page")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=int, help="worker processes; above 1 runs gunicorn (RAGSERVE_WORKERS)")
     return parser
 
 
@@ -173,18 +173,15 @@ async def _eval(rag: RAG, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
+    from ragserve.api.server import serve
+    from ragserve.observability.logging import configure_logging
 
-    from ragserve.api.app import create_app
-
-    host = args.host or settings.host
-    port = args.port or settings.port
-    if args.workers > 1:
+    configure_logging(settings)
+    workers = args.workers or settings.workers
+    if workers > 1:
         # Each worker builds its own app from the environment: pass on what the command line chose.
         os.environ["RAGSERVE_DATA_DIR"] = str(settings.data_dir)
-        uvicorn.run("ragserve.api.app:create_app", factory=True, host=host, port=port, workers=args.workers)
-    else:
-        uvicorn.run(create_app(settings), host=host, port=port)
+    serve(settings, args.host or settings.host, args.port or settings.port, workers)
     return 0
 
 

@@ -12,27 +12,36 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from opentelemetry import trace
+
 from ragserve.embed.base import Embedder
-from ragserve.errors import InvalidInputError, NotFoundError, RagserveError
+from ragserve.errors import DependencyError, InvalidInputError, NotFoundError, RagserveError
 from ragserve.ingest.parse import ParseFailure, parse_paths
 from ragserve.ingest.pipeline import IngestPipeline, IngestReport, ProgressCallback
-from ragserve.llm.base import LLMProvider
+from ragserve.llm.base import Generation, LLMProvider, TokenDelta
+from ragserve.observability.tracing import tracer
+from ragserve.retrieve.conversation import standalone_question
 from ragserve.retrieve.hybrid import HybridRetriever, Retrieval
 from ragserve.settings import Settings
 from ragserve.store.base import VectorStore
 from ragserve.types import (
     Answer,
+    ChatTurn,
     Citation,
     CollectionStats,
     DocumentInfo,
     DocumentInput,
     Filters,
     ParsedDocument,
+    QueryDone,
+    QueryEvent,
+    QuerySources,
+    QueryToken,
     Scope,
     SearchMode,
     Section,
@@ -70,6 +79,7 @@ class RAG:
         self.generator = generator
         self.pipeline = pipeline
         self.retriever = retriever
+        self.warmed = False
 
     @classmethod
     async def from_settings(cls, settings: Settings | None = None) -> RAG:
@@ -134,6 +144,10 @@ class RAG:
     async def stats(self, scope: Scope | None = None) -> CollectionStats:
         return await self.store.stats(scope or self.scope())
 
+    async def collections(self, tenant: str | None = None) -> list[str]:
+        """The tenant's collection names, sorted."""
+        return await self.store.list_collections(self.scope(tenant=tenant).tenant)
+
     async def totals(self) -> CollectionStats:
         """Documents and chunks across every tenant and collection."""
         return await self.store.totals()
@@ -170,11 +184,85 @@ class RAG:
         mode: SearchMode | None = None,
         filters: Filters | None = None,
         max_tokens: int | None = None,
+        history: Sequence[ChatTurn] = (),
     ) -> Answer:
+        """Retrieve, then answer with citations. `history` is the conversation before `query`."""
         started = time.perf_counter()
-        retrieval = await self.search(query, scope, top_k=top_k, mode=mode, filters=filters)
-        generate_started = time.perf_counter()
-        generation = await self.generator.generate(query, retrieval.chunks, max_tokens=max_tokens)
+        scope = scope or self.scope()
+        with tracer().start_as_current_span("rag.query", attributes={"rag.collection": scope.collection}):
+            retrieval = await self._retrieve(query, scope, top_k, mode, filters, history)
+            generate_started = time.perf_counter()
+            with tracer().start_as_current_span("generate", attributes={"rag.provider": self.generator.name}):
+                generation = await self.generator.generate(
+                    query, retrieval.chunks, max_tokens=max_tokens, history=history
+                )
+            return self._answer(retrieval, generation, generate_started, started)
+
+    async def query_stream(
+        self,
+        query: str,
+        scope: Scope | None = None,
+        *,
+        top_k: int | None = None,
+        mode: SearchMode | None = None,
+        filters: Filters | None = None,
+        max_tokens: int | None = None,
+        history: Sequence[ChatTurn] = (),
+    ) -> AsyncGenerator[QueryEvent, None]:
+        """The same answer as `query`, as events: `QuerySources`, `QueryToken`s, then `QueryDone`.
+
+        Bad input raises before the first event, so a caller can still answer with an error
+        status; a failure later raises out of the iteration.
+        """
+        started = time.perf_counter()
+        scope = scope or self.scope()
+        # The consumer may step this generator from several tasks (a web server primes it in
+        # the request and drains it in the response), so spans are attached per step, never
+        # across a `yield`: a context attached in one task cannot be detached in another.
+        root = tracer().start_span("rag.query", attributes={"rag.collection": scope.collection})
+        try:
+            with trace.use_span(root, end_on_exit=False):
+                retrieval = await self._retrieve(query, scope, top_k, mode, filters, history)
+            yield QuerySources(retrieval.chunks, {k: round(v, 3) for k, v in retrieval.timings_ms.items()})
+            generate_started = time.perf_counter()
+            generation: Generation | None = None
+            span = tracer().start_span(
+                "generate", context=trace.set_span_in_context(root), attributes={"rag.provider": self.generator.name}
+            )
+            stream = self.generator.stream(query, retrieval.chunks, max_tokens=max_tokens, history=history)
+            try:
+                while True:
+                    with trace.use_span(span, end_on_exit=False):
+                        item = await anext(stream, None)
+                    if item is None:
+                        break
+                    if isinstance(item, TokenDelta):
+                        yield QueryToken(item.text)
+                    else:
+                        generation = item
+            finally:
+                span.end()
+                close = getattr(stream, "aclose", None)
+                if close is not None:
+                    await close()  # a client that went away must not leave the provider's stream open
+            if generation is None:
+                raise DependencyError(f"provider {self.generator.name!r} ended its stream without an answer")
+            yield QueryDone(self._answer(retrieval, generation, generate_started, started))
+        finally:
+            root.end()
+
+    async def _retrieve(
+        self,
+        query: str,
+        scope: Scope | None,
+        top_k: int | None,
+        mode: SearchMode | None,
+        filters: Filters | None,
+        history: Sequence[ChatTurn],
+    ) -> Retrieval:
+        return await self.search(standalone_question(query, history), scope, top_k=top_k, mode=mode, filters=filters)
+
+    def _answer(self, retrieval: Retrieval, generation: Generation, generate_started: float, started: float) -> Answer:
         timings = dict(retrieval.timings_ms)
         timings["generate"] = (time.perf_counter() - generate_started) * 1000
         timings["total"] = (time.perf_counter() - started) * 1000
@@ -205,6 +293,25 @@ class RAG:
             usage=generation.usage,
         )
 
+    async def warm_up(self) -> None:
+        """Run one throwaway query end to end, so the first real one pays no first-call costs."""
+        with tracer().start_as_current_span("rag.warm_up"):
+            await self.query("warm-up query", self.scope(), mode="hybrid")
+        self.warmed = True
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        """Which implementation plays each part, for `/status`."""
+        return {
+            "embedder": {
+                "model": self.embedder.model_name,
+                "dimension": self.embedder.dimension,
+                "backend": getattr(self.embedder, "backend", None),
+                "device": getattr(self.embedder, "device", None),
+            },
+            "vector_store": {"kind": self.settings.vector_store, "class": type(self.store).__name__},
+            "llm": {"provider": self.generator.name, "model": self.generator.model},
+        }
+
     async def readiness(self) -> dict[str, str]:
         """Each dependency's state: "ok" or the reason it is not."""
         checks: dict[str, str] = {}
@@ -215,6 +322,7 @@ class RAG:
             checks["store"] = exc.message
         ready = getattr(self.embedder, "ready", True)
         checks["embedder"] = "ok" if ready else "model not loaded"
+        checks["warm_up"] = "ok" if self.warmed else "not done"
         return checks
 
 

@@ -5,10 +5,11 @@ Nothing here is built at import time: callers construct `Settings()` when they n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ragserve.errors import ConfigurationError
@@ -75,6 +76,24 @@ class Settings(BaseSettings):
         if self.dense_weight == 0 and self.keyword_weight == 0:
             raise ValueError("dense_weight and keyword_weight cannot both be 0")
         return self
+
+
+_SECRET_NAME = re.compile(r"(^|_)(key|secret|password|token)$", re.IGNORECASE)
+
+
+def public_summary(settings: Settings) -> dict[str, Any]:
+    """Every setting, safe to show: secrets masked, passwords cut out of URLs."""
+    summary: dict[str, Any] = {}
+    for name, value in settings.model_dump(mode="json").items():
+        raw = getattr(settings, name)
+        if isinstance(raw, SecretStr):
+            value = "***" if raw.get_secret_value() else None
+        elif isinstance(value, str) and name.endswith("_url"):
+            value = re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", value)
+        elif value and _SECRET_NAME.search(name):
+            value = "***"
+        summary[name] = value
+    return summary
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -194,3 +194,34 @@ class Answer:
     cached: Literal["exact", "semantic", "none"] = "none"
     degraded: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """An earlier message of a conversation: context for the generator, not the question."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(slots=True)
+class QuerySources:
+    """First event of a streamed answer: what was retrieved, and how long that took."""
+
+    sources: list[ScoredChunk]
+    timings_ms: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryToken:
+    text: str
+
+
+@dataclass(slots=True)
+class QueryDone:
+    """Last event: the whole answer with citations, usage and per-stage timings."""
+
+    answer: Answer
+
+
+QueryEvent = QuerySources | QueryToken | QueryDone

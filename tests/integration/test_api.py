@@ -448,12 +448,6 @@ async def test_health_live(client: Client) -> None:
     assert r.json() == {"status": "ok"}
 
 
-async def test_health_ready(client: Client) -> None:
-    r = await client.get("/health/ready")
-    assert r.status_code == 200
-    assert r.json() == {"status": "ready", "checks": {"store": "ok", "embedder": "ok"}}
-
-
 async def test_web_page_is_served(client: Client) -> None:
     r = await client.get("/")
     assert r.status_code == 200

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ragserve.errors import ConfigurationError
-from ragserve.llm.base import Generation, LLMProvider
+from ragserve.llm.base import Generation, LLMProvider, TokenDelta
 from ragserve.llm.extractive import (
     MAX_UNIT_CHARS,
     NO_ANSWER,
@@ -21,7 +21,7 @@ from ragserve.llm.extractive import (
     stem,
     terms,
 )
-from ragserve.types import ScoredChunk
+from ragserve.types import ChatTurn, ScoredChunk
 
 PORT = (
     "ragserve is a retrieval-augmented generation service. The HTTP server listens on port 8000 by default. "
@@ -390,3 +390,27 @@ def test_relevance_counts_the_title_but_not_alone() -> None:
 
     assert with_title > without > 0.0
     assert relevance("How tall is Acme tower?", "Acme tower stands in Paris.", idf, context="Acme tower") == 0.0
+
+
+async def test_a_follow_up_is_answered_about_the_turn_it_follows() -> None:
+    sources = [
+        chunk(1, "To change the log level, set RAGSERVE_LOG_LEVEL."),
+        chunk(2, "The server listens on port 8000 by default. To change the port, set RAGSERVE_PORT."),
+    ]
+    history = [ChatTurn("user", "Which port does the server listen on?"), ChatTurn("assistant", "8000 [1]")]
+
+    alone = await ExtractiveAnswerer().generate("How do I change it?", sources)
+    followed = await ExtractiveAnswerer().generate("How do I change it?", sources, history=history)
+
+    assert "RAGSERVE_LOG_LEVEL" in alone.text  # with nothing to say what "it" is, both qualify
+    assert followed.text == "To change the port, set RAGSERVE_PORT. [2]"
+
+
+async def test_stream_yields_the_answer_in_pieces_then_the_generation(corpus: list[ScoredChunk]) -> None:
+    answerer = ExtractiveAnswerer()
+    items = [item async for item in answerer.stream("Which port does the server listen on?", corpus)]
+    *pieces, last = items
+    assert isinstance(last, Generation)
+    assert all(isinstance(p, TokenDelta) for p in pieces) and len(pieces) > 3
+    assert "".join(p.text for p in pieces if isinstance(p, TokenDelta)) == last.text
+    assert last == await answerer.generate("Which port does the server listen on?", corpus)

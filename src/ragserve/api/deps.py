@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ragserve.ingest.upload_jobs import Uploads
 from ragserve.rag import RAG
 
 
@@ -14,9 +15,15 @@ def get_rag(request: Request) -> RAG:
     return rag
 
 
+def get_uploads(request: Request) -> Uploads:
+    uploads: Uploads = request.app.state.uploads
+    return uploads
+
+
 def get_request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 
 RagDep = Annotated[RAG, Depends(get_rag)]
 RequestId = Annotated[str, Depends(get_request_id)]
+UploadsDep = Annotated[Uploads, Depends(get_uploads)]

@@ -15,10 +15,12 @@ from ragserve.errors import (
     DependencyError,
     InvalidInputError,
     NotFoundError,
+    ParseError,
     PayloadTooLargeError,
     RagserveError,
     UnsupportedMediaError,
 )
+from ragserve.observability.metrics import get_metrics
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ STATUS_BY_ERROR: tuple[tuple[type[RagserveError], int], ...] = (
     (UnsupportedMediaError, 415),
     (InvalidInputError, 400),
     (NotFoundError, 404),
+    (ParseError, 422),  # content we accept the format of but could not read (an upload's every file)
     (DeadlineExceededError, 504),
     (DependencyError, 503),
     (ConfigurationError, 500),
@@ -43,6 +46,7 @@ def request_id_of(request: Request) -> str:
 
 
 def error_response(status: int, type_: str, message: str, request_id: str) -> JSONResponse:
+    get_metrics().errors.labels(type=type_).inc()
     return JSONResponse(
         {"error": {"type": type_, "message": message, "request_id": request_id}},
         status_code=status,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -55,19 +56,24 @@ class JsonBodyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over `max_bytes`, by Content-Length or by counting a streamed body."""
+    """413 for bodies over `max_bytes`, by Content-Length or by counting a streamed body.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `path_limits` gives exact paths (uploads) a limit of their own instead of `max_bytes`.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit_for(scope)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, send, limit)
             return
         seen = 0
         too_large = False
@@ -78,7 +84,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     too_large = True
                     raise _BodyTooLarge
             return message
@@ -89,7 +95,7 @@ class BodyLimitMiddleware:
             if too_large:
                 if message["type"] == "http.response.start" and not replaced:
                     replaced = True
-                    await self._reject(scope, send)
+                    await self._reject(scope, send, limit)
                 return
             await send(message)
 
@@ -98,15 +104,22 @@ class BodyLimitMiddleware:
         except _BodyTooLarge:
             if not replaced:
                 replaced = True
-                await self._reject(scope, send)
+                await self._reject(scope, send, limit)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    def _limit_for(self, scope: Scope) -> int:
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]  # behind a proxy prefix the path still names the route
+        return self.path_limits.get(path, self.max_bytes)
+
+    async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
         request_id = scope.get("state", {}).get("request_id", "")
         body = json.dumps(
             {
                 "error": {
                     "type": "payload_too_large",
-                    "message": f"request body exceeds the limit of {self.max_bytes} bytes",
+                    "message": f"request body exceeds the limit of {limit} bytes",
                     "request_id": request_id,
                 }
             }

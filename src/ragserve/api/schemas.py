@@ -26,7 +26,9 @@ class SearchRequest(Strict):
 
 
 class QueryRequest(SearchRequest):
-    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    max_tokens: int | None = Field(default=None, ge=1, le=8192, description="cap on the answer's length")
+    stream: bool = Field(default=False, description="answer as Server-Sent Events: sources, token..., done")
+    use_cache: bool = Field(default=True, description="allow a cached answer (when a cache is configured)")
 
 
 class SourcePublic(BaseModel):
@@ -81,9 +83,10 @@ class QueryResponse(BaseModel):
     usage: dict[str, int]
     timings_ms: dict[str, float]
     request_id: str
+    trace_id: str | None = None
 
     @classmethod
-    def from_answer(cls, a: Answer, request_id: str) -> QueryResponse:
+    def from_answer(cls, a: Answer, request_id: str, trace_id: str | None = None) -> QueryResponse:
         return cls(
             answer=a.answer,
             answered=a.answered,
@@ -96,6 +99,7 @@ class QueryResponse(BaseModel):
             usage=a.usage,
             timings_ms=a.timings_ms,
             request_id=request_id,
+            trace_id=trace_id,
         )
 
 
@@ -161,6 +165,78 @@ class DocumentDeleted(BaseModel):
     id: str
     deleted: bool
     request_id: str
+
+
+class UploadedDocumentPublic(DocumentWritePublic):
+    filename: str = Field(description="the sanitised upload name, also the document's source")
+    format: str = Field(description="the format sniffed from the content: pdf, docx, html, markdown, text, json, jsonl")
+
+
+class FileErrorPublic(BaseModel):
+    filename: str
+    type: str
+    message: str
+
+
+class UploadCompleted(BaseModel):
+    """201: a small upload, ingested before the response."""
+
+    collection: str
+    results: list[UploadedDocumentPublic]
+    errors: list[FileErrorPublic]
+    chunks: int
+    request_id: str
+
+
+class JobFilePublic(BaseModel):
+    filename: str
+    format: str
+    size: int
+
+
+class UploadAccepted(BaseModel):
+    """202: a large upload, queued as a job; poll `status_url`."""
+
+    job_id: str
+    status_url: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    collection: str
+    files: list[JobFilePublic]
+    errors: list[FileErrorPublic]
+    request_id: str
+
+
+class JobProgressPublic(BaseModel):
+    stage: Literal["queued", "parse", "ingest", "done"] = "queued"
+    files_total: int = 0
+    files_parsed: int = 0
+    documents_total: int = 0
+    documents_done: int = 0
+    chunks_done: int = 0
+
+
+class JobResultPublic(BaseModel):
+    documents: list[UploadedDocumentPublic]
+    chunks: int
+    created: int
+    updated: int
+    unchanged: int
+
+
+class JobPublic(BaseModel):
+    id: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    collection: str
+    attempts: int
+    files: list[JobFilePublic]
+    progress: JobProgressPublic
+    errors: list[FileErrorPublic]
+    result: JobResultPublic | None
+    error: str | None = Field(description="why the job as a whole failed")
+    created_at: float
+    started_at: float | None
+    heartbeat_at: float | None
+    finished_at: float | None
 
 
 class ErrorDetail(BaseModel):

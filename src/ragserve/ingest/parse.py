@@ -136,6 +136,11 @@ def parse_bytes(data: bytes, filename: str, *, max_bytes: int = MAX_FILE_BYTES) 
     return _TEXT_PARSERS[kind](text, filename)
 
 
+def sniff(data: bytes, filename: str) -> Kind:
+    """The format `parse_bytes` would parse `data` as. Raises `UnsupportedMediaError`, or `ParseError` when empty."""
+    return _sniff(data, Path(filename).suffix.lower())[0]
+
+
 def parse_paths(
     paths: Iterable[str | Path], *, max_bytes: int = MAX_FILE_BYTES
 ) -> Iterator[ParsedDocument | ParseFailure]:

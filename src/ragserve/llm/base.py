@@ -9,25 +9,30 @@ Implementations do not inherit from anything: the extractive answerer, the
 OpenAI-compatible and Anthropic providers and the fallback router all just have these
 attributes and this method. A router that tries several providers is itself a provider.
 
-    >>> from ragserve.types import ScoredChunk
+    >>> from ragserve.types import ChatTurn, ScoredChunk
     >>> class EchoProvider:
     ...     name = "echo"
     ...     model = "echo-1"
     ...
-    ...     async def generate(self, question, sources, *, max_tokens=None):
+    ...     async def generate(self, question, sources, *, max_tokens=None, history=()):
     ...         if not sources:
     ...             return Generation("I don't know.", [], False, self.name, self.model, {})
     ...         return Generation(f"{sources[0].text} [1]", [1], True, self.name, self.model, {})
+    ...
+    ...     async def stream(self, question, sources, *, max_tokens=None, history=()):
+    ...         generation = await self.generate(question, sources, max_tokens=max_tokens)
+    ...         yield TokenDelta(generation.text)
+    ...         yield generation
     >>> provider: LLMProvider = EchoProvider()
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ragserve.types import ScoredChunk
+from ragserve.types import ChatTurn, ScoredChunk
 
 
 @dataclass(slots=True)
@@ -42,6 +47,16 @@ class Generation:
     usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens
 
 
+@dataclass(frozen=True, slots=True)
+class TokenDelta:
+    """A piece of a streamed answer; the pieces concatenated are `Generation.text`."""
+
+    text: str
+
+
+StreamItem = TokenDelta | Generation
+
+
 @runtime_checkable
 class LLMProvider(Protocol):
     """Generates a cited answer from retrieved sources.
@@ -49,6 +64,8 @@ class LLMProvider(Protocol):
     `name` identifies the configured provider (it is reported in responses and metrics,
     so keep it short and bounded); `model` is the model that answered. `max_tokens`
     caps the answer's length when given; otherwise the provider's own default applies.
+    `history` holds the conversation's earlier turns (oldest first) for providers that
+    can use them; the question itself is not in it.
     Failures to reach a remote model raise `ragserve.errors.DependencyError` (or a
     subclass), which is what the router falls back on.
     """
@@ -57,5 +74,25 @@ class LLMProvider(Protocol):
     model: str
 
     async def generate(
-        self, question: str, sources: Sequence[ScoredChunk], *, max_tokens: int | None = None
+        self,
+        question: str,
+        sources: Sequence[ScoredChunk],
+        *,
+        max_tokens: int | None = None,
+        history: Sequence[ChatTurn] = (),
     ) -> Generation: ...
+
+    def stream(
+        self,
+        question: str,
+        sources: Sequence[ScoredChunk],
+        *,
+        max_tokens: int | None = None,
+        history: Sequence[ChatTurn] = (),
+    ) -> AsyncIterator[StreamItem]:
+        """Yield `TokenDelta`s as the answer is produced, then exactly one `Generation`.
+
+        A failure before the first delta may be retried elsewhere; after it, the caller
+        must report the break (it cannot take back text already sent).
+        """
+        ...

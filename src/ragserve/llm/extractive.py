@@ -13,13 +13,14 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 from ragserve.errors import ConfigurationError
-from ragserve.llm.base import Generation
-from ragserve.types import ScoredChunk
+from ragserve.llm.base import Generation, StreamItem, TokenDelta
+from ragserve.retrieve.conversation import followed_up_turn
+from ragserve.types import ChatTurn, ScoredChunk
 
 NO_ANSWER = "I don't know: none of the retrieved sources answers this question."
 
@@ -88,6 +89,7 @@ _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _CITATION = re.compile(r"\s*\[\d+(?:\s*[,–-]\s*\d+)*\]")
 _EMPHASIS = re.compile(r"\*\*|__|`")
 _SPACES = re.compile(r"\s+")
+_PIECE = re.compile(r"\s*\S+")
 _WORD = re.compile(r"[^\W_]")
 _TOKEN = re.compile(r"[^\W_]*\d+(?:[.,]\d+)+|[^\W_]+(?:['’][^\W_]+)?")
 
@@ -404,13 +406,22 @@ class ExtractiveAnswerer:
         self.max_chars = max_chars
 
     async def generate(
-        self, question: str, sources: Sequence[ScoredChunk], *, max_tokens: int | None = None
+        self,
+        question: str,
+        sources: Sequence[ScoredChunk],
+        *,
+        max_tokens: int | None = None,
+        history: Sequence[ChatTurn] = (),
     ) -> Generation:
         # A millisecond or two of pure CPU: cheaper inline than a hop to a thread.
         budget = self.max_chars
         if max_tokens is not None:
             budget = min(budget, max(4 * max_tokens, 20))  # ~4 characters per token
-        picked = self._pick(question, sources, budget)
+        # Quoting cannot resolve "it" in a follow-up: the quote answers the follow-up and
+        # must also be about the turn it follows up on.
+        previous = followed_up_turn(question, history)
+        subject = frozenset(terms(previous, question=True)) if previous else frozenset()
+        picked = self._pick(question, sources, budget, subject)
         if picked:
             picked.sort(key=lambda c: (c.source, c.position))
             text = " ".join(f"{_as_sentence(c.text)} {c.marker}" for c in picked)
@@ -423,11 +434,29 @@ class ExtractiveAnswerer:
         }
         return Generation(text, cited, bool(picked), self.name, self.model, usage)
 
-    def _pick(self, question: str, sources: Sequence[ScoredChunk], budget: int) -> list[_Candidate]:
+    async def stream(
+        self,
+        question: str,
+        sources: Sequence[ScoredChunk],
+        *,
+        max_tokens: int | None = None,
+        history: Sequence[ChatTurn] = (),
+    ) -> AsyncIterator[StreamItem]:
+        generation = await self.generate(question, sources, max_tokens=max_tokens, history=history)
+        # Word by word, like a model would send it: clients render the same way for every provider.
+        for piece in _PIECE.findall(generation.text):
+            yield TokenDelta(piece)
+        yield generation
+
+    def _pick(
+        self, question: str, sources: Sequence[ScoredChunk], budget: int, subject: frozenset[str] = frozenset()
+    ) -> list[_Candidate]:
         q_terms = terms(question, question=True)
         if not q_terms:
             return []
         candidates = _candidates(sources)
+        on_subject = [c for c in candidates if c.terms & subject]
+        candidates = on_subject or candidates
         q = _Question.of(question, Idf.from_term_sets((c.terms for c in candidates), vocabulary=q_terms))
         ranked = _rank(q, candidates)
         best = max((c.relevance for c in ranked), default=0.0)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from ragserve.embed.base import Embedder
 from ragserve.errors import InvalidInputError
+from ragserve.observability.tracing import tracer
 from ragserve.store.base import VectorStore
 from ragserve.types import SEARCH_MODES, Filters, FusionParams, Scope, ScoredChunk, SearchMode, StoreQuery
 
@@ -78,7 +79,8 @@ class HybridRetriever:
         vector = None
         if mode != "keyword":
             started = time.perf_counter()
-            vector = await self._embedder.embed_query(text)
+            with tracer().start_as_current_span("embed"):
+                vector = await self._embedder.embed_query(text)
             timings["embed"] = (time.perf_counter() - started) * 1000
         fusion = self._fusion
         if candidates is not None:
@@ -94,6 +96,8 @@ class HybridRetriever:
             mmr_lambda=mmr_lambda,
         )
         started = time.perf_counter()
-        chunks = await self._store.search(query)
+        with tracer().start_as_current_span("retrieve", attributes={"rag.mode": mode, "rag.top_k": k}) as span:
+            chunks = await self._store.search(query)
+            span.set_attribute("rag.results", len(chunks))
         timings["retrieve"] = (time.perf_counter() - started) * 1000
         return Retrieval(chunks, mode, timings)

@@ -20,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 
 from ragserve.errors import ConfigurationError, InvalidInputError, StoreError
+from ragserve.observability.tracing import tracer
 from ragserve.retrieve.fusion import maximal_marginal_relevance, reciprocal_rank_fusion
 from ragserve.store import sqlite_state as db
 from ragserve.store import writer
@@ -235,22 +236,30 @@ class EmbeddedVectorStore:
             return []
         groups = db.filter_groups(q.filters)
         n = max(q.fusion.candidates, q.k)
-        dense_hits = self._dense_hits(conn, cid, q.vector, groups, n) if dense else []
-        keyword_hits = self._keyword.search(q.text or "", cid, groups, n) if keyword else []
-        fused = reciprocal_rank_fusion(
-            [
-                ([i for i, _ in dense_hits], q.fusion.dense_weight if keyword else 1.0),
-                ([i for i, _ in keyword_hits], q.fusion.keyword_weight if dense else 1.0),
-            ],
-            k=q.fusion.k,
-        )
-        if q.mmr_lambda is not None and dense and len(fused) > q.k:
-            pool = [i for i, _ in fused[: max(q.k * 4, 20)]]
-            with self._graph_lock.read():
-                vectors = self._graphs[cid].vectors(pool)
-            # Fusion chooses the pool; MMR re-ranks it on the cosine scale its redundancy term uses.
-            picks = maximal_marginal_relevance(np.asarray(q.vector, np.float32), vectors, q.k, q.mmr_lambda)
-            fused = [fused[p] for p in picks]
+        spans = tracer()
+        dense_hits: list[tuple[int, float]] = []
+        keyword_hits: list[tuple[int, float]] = []
+        if dense:
+            with spans.start_as_current_span("dense"):
+                dense_hits = self._dense_hits(conn, cid, q.vector, groups, n)
+        if keyword:
+            with spans.start_as_current_span("keyword"):
+                keyword_hits = self._keyword.search(q.text or "", cid, groups, n)
+        with spans.start_as_current_span("fuse"):
+            fused = reciprocal_rank_fusion(
+                [
+                    ([i for i, _ in dense_hits], q.fusion.dense_weight if keyword else 1.0),
+                    ([i for i, _ in keyword_hits], q.fusion.keyword_weight if dense else 1.0),
+                ],
+                k=q.fusion.k,
+            )
+            if q.mmr_lambda is not None and dense and len(fused) > q.k:
+                pool = [i for i, _ in fused[: max(q.k * 4, 20)]]
+                with self._graph_lock.read():
+                    vectors = self._graphs[cid].vectors(pool)
+                # Fusion chooses the pool; MMR re-ranks it on the cosine scale its redundancy term uses.
+                picks = maximal_marginal_relevance(np.asarray(q.vector, np.float32), vectors, q.k, q.mmr_lambda)
+                fused = [fused[p] for p in picks]
         top_k = fused[: q.k]
         return self._hydrate(conn, top_k, dense_hits, keyword_hits)
 
@@ -499,9 +508,16 @@ class EmbeddedVectorStore:
 
     async def ping(self) -> None:
         try:
-            await asyncio.to_thread(self._query, lambda conn: conn.execute("SELECT 1").fetchone())
+            row = await asyncio.to_thread(
+                self._query, lambda conn: conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"embedded store unavailable: {exc}") from exc
+        # Another process on a newer release may have migrated the shared file past us.
+        if row is None or row[0] != db.SCHEMA_VERSION:
+            raise StoreError(
+                f"store schema is {row[0] if row else 'missing'}, this process expects {db.SCHEMA_VERSION}"
+            )
 
     def close(self) -> None:
         if self._dense_seq != self._saved_seq:

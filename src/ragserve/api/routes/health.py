@@ -1,13 +1,28 @@
-"""Probes: cheap, unauthenticated, quiet."""
+"""Probes and status: unauthenticated, cheap, quiet.
+
+`/health/live` touches nothing; `/health/ready` asks each dependency and says which one
+failed; `/status` is for people: versions, configuration without secrets, counts.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import os
+import platform
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from ragserve import __version__
 from ragserve.api.deps import RagDep
+from ragserve.errors import RagserveError
+from ragserve.settings import Settings, public_summary
 
 router = APIRouter(tags=["health"])
+
+REPORTED_PACKAGES = ("fastapi", "uvicorn", "onnxruntime", "torch", "tantivy", "hnswlib", "pydantic")
 
 
 @router.get("/health/live")
@@ -18,7 +33,52 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready", response_model=None)
 async def ready(rag: RagDep) -> JSONResponse:
-    """Model loaded and store reachable; 503 naming the failing check otherwise."""
+    """Model loaded and warmed up, store reachable and on this schema; 503 naming the failing check otherwise."""
     checks = await rag.readiness()
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/health", response_model=None)
+async def health(request: Request, rag: RagDep) -> JSONResponse:
+    """A one-glance summary: readiness, version and uptime."""
+    checks = await rag.readiness()
+    ok = all(v == "ok" for v in checks.values())
+    body = {
+        "status": "ok" if ok else "not_ready",
+        "version": __version__,
+        "uptime_s": round(time.monotonic() - request.app.state.started, 3),
+        "checks": checks,
+    }
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/status")
+async def status(request: Request, rag: RagDep) -> dict[str, Any]:
+    """Versions, configuration (secrets masked), document and chunk counts, dependency states."""
+    settings: Settings = request.app.state.settings
+    checks = await rag.readiness()
+    try:
+        totals = await rag.totals()
+        counts: dict[str, Any] = {"documents": totals.documents, "chunks": totals.chunks}
+    except RagserveError as exc:
+        counts = {"error": exc.message}
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in REPORTED_PACKAGES},
+        "pid": os.getpid(),
+        "uptime_s": round(time.monotonic() - request.app.state.started, 3),
+        "ready": all(v == "ok" for v in checks.values()),
+        "dependencies": checks,
+        "components": rag.components(),
+        "counts": counts,
+        "configuration": public_summary(settings),
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None

@@ -1,26 +1,85 @@
-"""POST /v1/query (answers with citations) and POST /v1/search (retrieval only)."""
+"""POST /v1/query (answers with citations, whole or streamed) and POST /v1/search (retrieval only)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
 
 from ragserve.api.deps import RagDep, RequestId
-from ragserve.api.schemas import QueryRequest, QueryResponse, SearchRequest, SearchResponse, SourcePublic
+from ragserve.api.schemas import (
+    QueryRequest,
+    QueryResponse,
+    SearchRequest,
+    SearchResponse,
+    SourcePublic,
+)
+from ragserve.api.sse import SSE_HEADERS, encode_event, error_payload
+from ragserve.observability.tracing import current_trace_id
+from ragserve.types import QueryDone, QueryEvent, QuerySources, QueryToken
 
 router = APIRouter(prefix="/v1", tags=["query"])
 
+STREAM_DOC = (
+    "With `stream: true`: Server-Sent Events. `sources` (the retrieved chunks) first, then `token` events "
+    '(`{"text"}`), then `done` (the answer, citations, usage and per-stage timings). A failure after the '
+    'first event arrives as an `error` event (`{"error": {type, message, request_id, retryable}}`) and '
+    "the stream ends."
+)
 
-@router.post("/query")
-async def query(body: QueryRequest, rag: RagDep, request_id: RequestId) -> QueryResponse:
-    answer = await rag.query(
-        body.query,
-        rag.scope(body.collection),
-        top_k=body.top_k,
-        mode=body.mode,
-        filters=body.filters,  # type: ignore[arg-type]
-        max_tokens=body.max_tokens,
+
+@router.post(
+    "/query",
+    description="Answer a question from the collection's documents, with citations. " + STREAM_DOC,
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)
+async def query(body: QueryRequest, rag: RagDep, request_id: RequestId) -> Any:
+    scope = rag.scope(body.collection)
+    options: dict[str, Any] = {
+        "top_k": body.top_k,
+        "mode": body.mode,
+        "filters": body.filters,
+        "max_tokens": body.max_tokens,
+    }
+    trace_id = current_trace_id()
+    if not body.stream:
+        answer = await rag.query(body.query, scope, **options)
+        return QueryResponse.from_answer(answer, request_id, trace_id)
+    events = rag.query_stream(body.query, scope, **options)
+    # Bad input fails here, before any event, so it still gets its 4xx status.
+    first = await anext(events)
+    return StreamingResponse(
+        _sse(first, events, request_id, trace_id), media_type="text/event-stream", headers=SSE_HEADERS
     )
-    return QueryResponse.from_answer(answer, request_id)
+
+
+async def _sse(
+    first: QueryEvent, rest: AsyncGenerator[QueryEvent, None], request_id: str, trace_id: str | None
+) -> AsyncIterator[bytes]:
+    event: QueryEvent | None = first
+    try:
+        while event is not None:
+            if isinstance(event, QuerySources):
+                yield encode_event(
+                    "sources",
+                    {
+                        "sources": [SourcePublic.from_chunk(c).model_dump() for c in event.sources],
+                        "timings_ms": event.timings_ms,
+                        "request_id": request_id,
+                    },
+                )
+            elif isinstance(event, QueryToken):
+                yield encode_event("token", {"text": event.text})
+            elif isinstance(event, QueryDone):
+                done = QueryResponse.from_answer(event.answer, request_id, trace_id).model_dump(exclude={"sources"})
+                yield encode_event("done", done)
+            event = await anext(rest, None)
+    except Exception as exc:  # the status line is gone: the failure can only be an event now
+        yield encode_event("error", error_payload(exc, request_id))
+    finally:
+        await rest.aclose()
 
 
 @router.post("/search")

@@ -1,0 +1,134 @@
+"""OpenAI-compatible endpoints: any OpenAI SDK or tool can ask a collection questions.
+
+`model` names a collection; the last user message is the question and the earlier turns
+are its context. Citations ride along in an extra `citations` field.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from ragserve.api.deps import RagDep, RequestId
+from ragserve.api.openai_schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessage,
+    Choice,
+    CompletionUsage,
+    ModelCard,
+    ModelList,
+    completion_chunk,
+)
+from ragserve.api.schemas import CitationPublic
+from ragserve.api.sse import SSE_HEADERS, encode_event, error_payload
+from ragserve.errors import InvalidInputError, NotFoundError
+from ragserve.rag import RAG
+from ragserve.types import ChatTurn, QueryDone, QueryEvent, QuerySources, QueryToken, Scope
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.get("/models", description="The collections this caller can ask, as OpenAI models.")
+async def list_models(rag: RagDep) -> ModelList:
+    tenant = rag.scope().tenant
+    return ModelList(data=[ModelCard(id=name, owned_by=tenant) for name in await rag.collections(tenant)])
+
+
+@router.post(
+    "/chat/completions",
+    description="OpenAI chat completions over a collection (`model`), non-streamed or streamed.",
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)
+async def chat_completions(body: ChatCompletionRequest, rag: RagDep, request_id: RequestId) -> Any:
+    question, history = conversation(body.messages)
+    scope = await _collection_scope(rag, body.model)
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    completion_id = f"chatcmpl-{request_id}"
+    created = int(time.time())
+    if not body.stream:
+        answer = await rag.query(question, scope, max_tokens=max_tokens, history=history)
+        return ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=body.model,
+            choices=[Choice(message=AssistantMessage(content=answer.answer))],
+            usage=CompletionUsage.of(answer.usage),
+            citations=[CitationPublic.model_validate(c, from_attributes=True) for c in answer.citations],
+            provider=answer.provider,
+        )
+    events = rag.query_stream(question, scope, max_tokens=max_tokens, history=history)
+    first = await anext(events)  # bad input fails here, with its status code
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+    chunks = _chunks(first, events, completion_id, created, body.model, include_usage, request_id)
+    return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def conversation(messages: list[ChatMessage]) -> tuple[str, list[ChatTurn]]:
+    """The question (the last message, which must be the user's) and the turns before it."""
+    last = messages[-1]
+    if last.role != "user" or not last.text().strip():
+        raise InvalidInputError(
+            "the last message must be a non-empty user message: it is the question", field="messages"
+        )
+    history = []
+    for message in messages[:-1]:
+        text = message.text().strip()
+        if text and message.role != "tool":
+            role = "system" if message.role in ("system", "developer") else message.role
+            history.append(ChatTurn(role, text))  # type: ignore[arg-type]
+    return last.text().strip(), history
+
+
+async def _collection_scope(rag: RAG, model: str) -> Scope:
+    scope = rag.scope(model)
+    if model not in await rag.collections(scope.tenant):
+        raise NotFoundError(f"model {model!r} not found: models are collections, GET /v1/models lists them")
+    return scope
+
+
+async def _chunks(
+    first: QueryEvent,
+    rest: AsyncGenerator[QueryEvent, None],
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+    request_id: str,
+) -> AsyncIterator[bytes]:
+    event: QueryEvent | None = first
+    try:
+        while event is not None:
+            if isinstance(event, QuerySources):
+                delta: dict[str, Any] = {"role": "assistant", "content": ""}
+                yield encode_event(None, completion_chunk(completion_id, created, model, delta))
+            elif isinstance(event, QueryToken):
+                yield encode_event(None, completion_chunk(completion_id, created, model, {"content": event.text}))
+            elif isinstance(event, QueryDone):
+                citations = [
+                    CitationPublic.model_validate(c, from_attributes=True).model_dump() for c in event.answer.citations
+                ]
+                last = completion_chunk(
+                    completion_id,
+                    created,
+                    model,
+                    {},
+                    finish_reason="stop",
+                    citations=citations,
+                    provider=event.answer.provider,
+                )
+                yield encode_event(None, last)
+                if include_usage:
+                    usage = CompletionUsage.of(event.answer.usage).model_dump()
+                    yield encode_event(None, completion_chunk(completion_id, created, model, None, usage=usage))
+            event = await anext(rest, None)
+        yield encode_event(None, "[DONE]")
+    except Exception as exc:  # OpenAI's own form of a failure mid-stream: a chunk holding `error`
+        yield encode_event(None, error_payload(exc, request_id))
+    finally:
+        await rest.aclose()

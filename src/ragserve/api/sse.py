@@ -1,0 +1,30 @@
+"""Server-Sent Events framing, and turning a failure mid-stream into a typed `error` event."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from ragserve.errors import RagserveError
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx must not buffer a stream
+
+
+def encode_event(event: str | None, data: Any) -> bytes:
+    """One SSE message. JSON has no raw newlines, so `data` is always one line."""
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload}\n\n".encode()
+
+
+def error_payload(exc: BaseException, request_id: str) -> dict[str, Any]:
+    """The body of an `error` event: our error body plus whether trying again may help."""
+    if isinstance(exc, RagserveError):
+        type_, message, retryable = exc.type, exc.message, exc.retryable
+    else:
+        log.exception("stream failed", exc_info=exc)
+        type_, message, retryable = "internal_error", "internal error; see the server log", False
+    return {"error": {"type": type_, "message": message, "request_id": request_id, "retryable": retryable}}

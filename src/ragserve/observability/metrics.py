@@ -1,0 +1,152 @@
+"""Prometheus metrics, correct under one process or several gunicorn workers.
+
+`get_metrics()` creates the process-wide metric families on first use. Under several
+workers prometheus_client's multiprocess mode is used: each worker writes its samples
+to files in `PROMETHEUS_MULTIPROC_DIR`, and `exposition()` merges every worker's files,
+so a scrape answered by any worker reports the whole server.
+
+Document and chunk counts are not per-process state: they are read from the store at
+scrape time (`exposition(totals=await rag.totals())`), so every worker reports the same.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, disable_created_metrics, values
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from ragserve.types import CollectionStats
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# 1 ms to 30 s: a cache hit at the low end, a slow LLM answer near the request deadline.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# The stage label stays bounded: timings under any other name are not recorded.
+STAGES = frozenset(
+    {
+        "guard",
+        "cache",
+        "semantic_cache",
+        "embed",
+        "retrieve",
+        "dense",
+        "keyword",
+        "fuse",
+        "rerank",
+        "context",
+        "generate",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    requests: Counter
+    request_latency: Histogram
+    stage_duration: Histogram
+    errors: Counter
+    ingest_chunks: Counter
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint=endpoint, status=str(status)).inc()
+        self.request_latency.labels(endpoint=endpoint).observe(seconds)
+
+    def observe_stages(self, timings_ms: Mapping[str, float]) -> None:
+        """Record per-stage timings as returned by the core (milliseconds); "total" and unknown names are skipped."""
+        for stage, ms in timings_ms.items():
+            if stage in STAGES:
+                self.stage_duration.labels(stage=stage).observe(ms / 1000)
+
+
+_metrics: Metrics | None = None
+_lock = threading.Lock()
+
+
+def get_metrics() -> Metrics:
+    """The process-wide metric families, created (and registered in the default registry) on first call."""
+    global _metrics
+    if _metrics is None:
+        with _lock:
+            if _metrics is None:
+                _metrics = _create()
+    return _metrics
+
+
+def observe_stage_timings(timings_ms: Mapping[str, float]) -> None:
+    get_metrics().observe_stages(timings_ms)
+
+
+def _create() -> Metrics:
+    if os.environ.get(MULTIPROC_ENV) and not getattr(values.ValueClass, "_multiprocess", False):
+        # prometheus_client picks its value storage when first imported. If that happened in
+        # the gunicorn master before the directory was set, forked workers would keep
+        # per-process values that no scrape merges; pick again now that the directory is known.
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    # `*_created` series double the series count and multiprocess mode cannot report them;
+    # leave them out so one worker and several expose the same families.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    return Metrics(
+        requests=Counter("rag_requests", "HTTP requests by route template and status code.", ["endpoint", "status"]),
+        request_latency=Histogram(
+            "rag_request_latency_seconds",
+            "HTTP request latency to the end of the response body, by route template.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+        ),
+        stage_duration=Histogram(
+            "rag_stage_duration_seconds", "Time spent per query stage.", ["stage"], buckets=LATENCY_BUCKETS
+        ),
+        errors=Counter("rag_errors", "Error responses by error type.", ["type"]),
+        ingest_chunks=Counter("rag_ingest_chunks", "Chunks written by ingestion."),
+    )
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def exposition(totals: CollectionStats | None, accept: str = "") -> tuple[bytes, str]:
+    """The scrape body and its content type (negotiated from `accept`).
+
+    `totals` fills the `rag_documents` and `rag_chunks` gauges; None (store unreachable) leaves them out.
+    Reads every worker's files in multiprocess mode: call it off the event loop.
+    """
+    get_metrics()  # so the families appear before their first sample
+    if multiprocess_enabled():
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        source: Collector = registry
+    else:
+        source = REGISTRY
+    encode, content_type = choose_encoder(accept)
+    return encode(_Scrape(source, totals)), content_type
+
+
+class _Scrape(Collector):
+    """One scrape: the registry's families plus the store totals read for it."""
+
+    def __init__(self, source: Collector, totals: CollectionStats | None) -> None:
+        self.source = source
+        self.totals = totals
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self.source.collect()
+        yield from self._totals()
+
+    def _totals(self) -> Iterator[Metric]:
+        if self.totals is None:
+            return
+        yield GaugeMetricFamily(
+            "rag_documents", "Documents stored, across all tenants and collections.", value=self.totals.documents
+        )
+        yield GaugeMetricFamily(
+            "rag_chunks", "Chunks stored, across all tenants and collections.", value=self.totals.chunks
+        )
