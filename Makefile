@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install dev serve test lint format typecheck unit bench clean
+.PHONY: install dev serve test lint format typecheck unit fuzz bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ test: lint typecheck
 format: dev
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
+
+# More generated cases than `make test` runs: RAGSERVE_FUZZ_EXAMPLES per operation and phase.
+fuzz: dev
+	RAGSERVE_FUZZ_EXAMPLES=$${RAGSERVE_FUZZ_EXAMPLES:-200} $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_fuzz.py
 
 bench: dev
 	$(PY) bench/run.py

@@ -30,6 +30,7 @@ from ragserve.retrieve.hybrid import HybridRetriever, Retrieval
 from ragserve.settings import Settings
 from ragserve.store.base import VectorStore
 from ragserve.types import (
+    NAME_PATTERN,
     Answer,
     ChatTurn,
     Citation,
@@ -47,9 +48,10 @@ from ragserve.types import (
     Section,
 )
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(NAME_PATTERN)
 MAX_DOCUMENT_CHARS = 5_000_000
 MAX_ID_CHARS = 512
+MAX_OFFSET = 2**62  # SQLite's integers are 64-bit
 SNIPPET_CHARS = 300
 
 
@@ -137,8 +139,8 @@ class RAG:
     ) -> tuple[list[DocumentInfo], int]:
         if not 1 <= limit <= 1000:
             raise InvalidInputError("limit must be between 1 and 1000", field="limit")
-        if offset < 0:
-            raise InvalidInputError("offset must not be negative", field="offset")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise InvalidInputError(f"offset must be between 0 and {MAX_OFFSET}", field="offset")
         return await self.store.list_documents(scope or self.scope(), limit=limit, offset=offset)
 
     async def stats(self, scope: Scope | None = None) -> CollectionStats:

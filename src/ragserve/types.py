@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# Tenant and collection names: safe in paths, URLs, metric-free logs and Qdrant collection names.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
 SearchMode = Literal["dense", "keyword", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "keyword", "hybrid")
 

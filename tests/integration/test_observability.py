@@ -11,27 +11,24 @@ import asyncio
 import io
 import json
 import logging
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from servers import running_server
 
 from ragserve.api.app import create_app
 from ragserve.observability.logging import configure_logging
 from ragserve.rag import RAG
 from ragserve.settings import Settings
 
-READY_TIMEOUT_S = 180.0
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -56,12 +53,18 @@ def value(text: str, name: str, **labels: str) -> float:
     return sum(v for n, ls, v in samples(text) if n == name and labels.items() <= ls.items())
 
 
+def increase(before: str, after: str, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
 @asynccontextmanager
-async def serve(settings: Settings, rag: RAG) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, rag=rag)
+async def serve(settings: Settings, rag: RAG, app: FastAPI | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    app = app or create_app(settings, rag=rag)
+    # The server error handler answers 500 and re-raises for the server to log; the transport must not raise it.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
     ):
         yield client
 
@@ -126,7 +129,7 @@ async def test_request_counters_move_by_exactly_the_requests_made(shared_rag: RA
         after = (await client.get("/metrics")).text
 
     def moved(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+        return increase(before, after, name, **labels)
 
     assert moved("rag_requests_total", endpoint="/health/live", status="200") == 3
     assert moved("rag_requests_total", endpoint="/v1/documents/{document_id}", status="404") == 2
@@ -139,6 +142,64 @@ async def test_request_counters_move_by_exactly_the_requests_made(shared_rag: RA
     assert moved("rag_errors_total", type="validation_error") == 1
     # Label sets stay bounded: no raw paths.
     assert not [ls for n, ls, _ in samples(after) if "missing-" in ls.get("endpoint", "")]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_an_unhandled_error_is_a_counted_and_logged_500(shared_rag: RAG, restore_root_logging: None) -> None:
+    app = create_app(shared_rag.settings, rag=shared_rag)
+
+    @app.get("/v1/boom/{n}")
+    async def boom(n: int) -> None:
+        raise RuntimeError("the Bearer abc.def token leaked into an exception")
+
+    stream = io.StringIO()
+    async with serve(shared_rag.settings, shared_rag, app) as client:
+        configure_logging(shared_rag.settings.model_copy(update={"log_format": "json"}), stream=stream)
+        before = (await client.get("/metrics")).text
+        r = await client.get("/v1/boom/1", headers={"X-Request-ID": "boom-1"})
+        assert r.status_code == 500
+        assert r.json()["error"] == {
+            "type": "internal_error",
+            "message": "internal error; see the server log",
+            "request_id": "boom-1",
+        }
+        after = (await client.get("/metrics")).text
+
+    assert increase(before, after, "rag_requests_total", endpoint="/v1/boom/{n}", status="500") == 1
+    assert increase(before, after, "rag_errors_total", type="internal_error") == 1
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    access = [line for line in lines if line.get("event") == "request" and line.get("request_id") == "boom-1"]
+    assert [(a["route"], a["status"]) for a in access] == [("/v1/boom/{n}", 500)]
+    assert any("RuntimeError" in line.get("exception", "") for line in lines)
+    assert "abc.def" not in stream.getvalue()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_latency_runs_to_the_end_of_a_streamed_body(shared_rag: RAG, restore_root_logging: None) -> None:
+    app = create_app(shared_rag.settings, rag=shared_rag)
+
+    @app.get("/v1/slow-stream")
+    async def slow_stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                await asyncio.sleep(0.1)
+                yield b"chunk\n"
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    stream = io.StringIO()
+    async with serve(shared_rag.settings, shared_rag, app) as client:
+        configure_logging(shared_rag.settings.model_copy(update={"log_format": "json"}), stream=stream)
+        before = (await client.get("/metrics")).text
+        r = await client.get("/v1/slow-stream", headers={"X-Request-ID": "slow-1"})
+        assert r.text == "chunk\n" * 3
+        after = (await client.get("/metrics")).text
+
+    assert increase(before, after, "rag_request_latency_seconds_count", endpoint="/v1/slow-stream") == 1
+    assert increase(before, after, "rag_request_latency_seconds_sum", endpoint="/v1/slow-stream") >= 0.3
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    [access] = [line for line in lines if line.get("request_id") == "slow-1"]
+    assert access["latency_ms"] >= 300
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -175,26 +236,6 @@ async def test_access_log_is_one_json_line_with_ids_and_no_raw_query(
 # ------------------------------------------------------------------ two workers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"server not ready after {READY_TIMEOUT_S}s:\n{log.read_text(errors='replace')}")
-
-
 def scrape(url: str) -> str:
     # A new connection each time, so the kernel may hand it to either worker.
     r = httpx.get(f"{url}/metrics", timeout=30, headers={"Connection": "close"})
@@ -206,22 +247,9 @@ def scrape(url: str) -> str:
 def test_two_workers_report_every_request_whichever_answers_the_scrape(
     make_data_dir: Callable[[], Path], tmp_path: Path
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    env |= {"RAGSERVE_LOG_FORMAT": "json", "RAGSERVE_GRACEFUL_TIMEOUT_S": "10"}
-    command = [sys.executable, "-m", "ragserve.cli", "--data-dir", str(make_data_dir())]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*command, "serve", "--workers", "2", "--port", str(port)],
-            cwd=tmp_path,  # no stray .env from the working directory
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_ready(url, process, log)
+    env = {"RAGSERVE_LOG_FORMAT": "json", "RAGSERVE_GRACEFUL_TIMEOUT_S": "10"}
+    with running_server(make_data_dir(), tmp_path, "--workers", "2", env=env) as server:
+        url = server.url
         for n in range(20):
             r = httpx.get(f"{url}/v1/documents/doc-{n}", timeout=30, headers={"Connection": "close"})
             assert r.status_code == 404, r.text
@@ -230,15 +258,8 @@ def test_two_workers_report_every_request_whichever_answers_the_scrape(
             assert value(text, "rag_requests_total", endpoint="/v1/documents/{document_id}", status="404") == 20
             assert value(text, "rag_request_latency_seconds_count", endpoint="/v1/documents/{document_id}") == 20
             assert value(text, "rag_errors_total", type="not_found") == 20
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-            pytest.fail(f"server did not stop on SIGTERM:\n{log.read_text(errors='replace')}")
-    output = log.read_text(errors="replace")
+        code = server.stop()
+    output = server.output()
     assert code == 0, output
 
     records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]

@@ -102,7 +102,10 @@ async def test_unknown_model_is_a_not_found_error(sdk: openai.AsyncOpenAI) -> No
     assert "GET /v1/models" in caught.value.message
 
 
-async def test_last_message_must_be_the_users_question(sdk: openai.AsyncOpenAI, collection: str) -> None:
+async def test_a_conversation_needs_a_user_question(sdk: openai.AsyncOpenAI, collection: str) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        await sdk.chat.completions.create(model=collection, messages=[{"role": "assistant", "content": "hello"}])
-    assert "last message" in caught.value.message
+        await sdk.chat.completions.create(
+            model=collection,
+            messages=[{"role": "system", "content": "Be brief."}, {"role": "assistant", "content": "hello"}],
+        )
+    assert "no user message" in caught.value.message

@@ -6,75 +6,29 @@ SQLite file; a write through one must show in the other's very next read (DESIGN
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from servers import running_server
 
 pytestmark = pytest.mark.slow
 
-READY_TIMEOUT_S = 90.0
 COLLECTION = "shared"
 OTTERS = "kb/otters.md"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server {url} exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"server {url} not ready after {READY_TIMEOUT_S}s:\n{log.read_text(errors='replace')}")
 
 
 @pytest.fixture(scope="module")
 def servers(make_data_dir: Callable[[], Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     data_dir = make_data_dir()
     logs = tmp_path_factory.mktemp("server-logs")
-    started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-    try:
-        for n in (1, 2):
-            port = free_port()
-            log = logs / f"server{n}.log"
-            with log.open("wb") as sink:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "ragserve.cli", "--data-dir", str(data_dir), "serve", "--port", str(port)],
-                    cwd=logs,  # no stray .env from the working directory
-                    env=os.environ.copy(),
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                )
-            started.append((f"http://127.0.0.1:{port}", process, log))
-        for url, process, log in started:
-            wait_ready(url, process, log)
-        yield [url for url, _, _ in started]
-    finally:
-        for _, process, _ in started:
-            process.terminate()
-        for _, process, _ in started:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+    with (
+        running_server(data_dir, logs, name="server1") as one,
+        running_server(data_dir, logs, name="server2") as two,
+    ):
+        yield [one.url, two.url]
 
 
 def post(url: str, path: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
@@ -148,6 +102,6 @@ def test_writes_through_one_server_are_seen_by_the_other(servers: list[str]) -> 
 def test_both_servers_are_ready_and_serve_the_page(servers: list[str]) -> None:
     for url in servers:
         ready = httpx.get(f"{url}/health/ready", timeout=10)
-        assert ready.json() == {"status": "ready", "checks": {"store": "ok", "embedder": "ok"}}
+        assert ready.json() == {"status": "ready", "checks": {"store": "ok", "embedder": "ok", "warm_up": "ok"}}
         page = httpx.get(url + "/", timeout=10)
         assert page.status_code == 200 and "<title>ragserve</title>" in page.text

@@ -129,3 +129,17 @@ def test_production_defaults_to_json_and_development_to_console(restore_root_log
     text = stream.getvalue()
     assert "in development" in text
     assert not text.lstrip().startswith("{")
+
+
+def test_tracebacks_are_plain_text_and_redacted(restore_root_logging: None) -> None:
+    for log_format in ("json", "console"):
+        stream = io.StringIO()
+        configure_logging(Settings(log_format=log_format), stream=stream)
+        try:
+            local_secret = "sk-live-do-not-print"
+            raise ValueError(f"upstream refused Bearer abc.def ({len(local_secret)})")
+        except ValueError:
+            logging.getLogger("ragserve.test").exception("call failed")
+        text = stream.getvalue()
+        assert "ValueError: upstream refused Bearer [REDACTED]" in text, log_format
+        assert "abc.def" not in text and "sk-live-do-not-print" not in text, log_format

@@ -8,11 +8,17 @@ from fastapi import Depends, Request
 
 from ragserve.ingest.upload_jobs import Uploads
 from ragserve.rag import RAG
+from ragserve.settings import Settings
 
 
 def get_rag(request: Request) -> RAG:
     rag: RAG = request.app.state.rag
     return rag
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_uploads(request: Request) -> Uploads:
@@ -26,4 +32,5 @@ def get_request_id(request: Request) -> str:
 
 RagDep = Annotated[RAG, Depends(get_rag)]
 RequestId = Annotated[str, Depends(get_request_id)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 UploadsDep = Annotated[Uploads, Depends(get_uploads)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,12 +46,14 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 
-def error_response(status: int, type_: str, message: str, request_id: str) -> JSONResponse:
+def error_response(
+    status: int, type_: str, message: str, request_id: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     get_metrics().errors.labels(type=type_).inc()
     return JSONResponse(
         {"error": {"type": type_, "message": message, "request_id": request_id}},
         status_code=status,
-        headers={"X-Request-ID": request_id} if request_id else None,
+        headers={**(headers or {}), **({"X-Request-ID": request_id} if request_id else {})},
     )
 
 
@@ -83,9 +86,18 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        # The framework's words for bytes that are not JSON (or not UTF-8, or a broken multipart).
+        message = "body: could not be parsed as its content type (JSON bodies must be UTF-8 JSON)"
+        return error_response(422, "validation_error", message, request_id_of(request))
     kinds = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+    # Keep the framework's headers: a 405 must say which methods are allowed.
     return error_response(
-        exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail), request_id_of(request)
+        exc.status_code,
+        kinds.get(exc.status_code, "http_error"),
+        str(exc.detail),
+        request_id_of(request),
+        exc.headers,
     )
 
 

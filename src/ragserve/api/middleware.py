@@ -51,7 +51,8 @@ class JsonBodyMiddleware:
             headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
             given = dict(scope["headers"]).get(b"content-type", b"")
             if not given.startswith(b"multipart/") and b"json" not in given:
-                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+                # In place: outer middleware reads what routing writes into this same scope.
+                scope["headers"] = [*headers, (b"content-type", b"application/json")]
         await self.app(scope, receive, send)
 
 

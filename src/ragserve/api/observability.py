@@ -10,12 +10,15 @@ from fastapi.routing import iter_route_contexts
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ragserve.observability.logging import query_fields
 from ragserve.observability.metrics import get_metrics
 from ragserve.observability.tracing import current_trace_id
+from ragserve.settings import Settings
+from ragserve.types import Answer
 
 UNMATCHED = "unmatched"
 # Probes and scrapes arrive every few seconds: logged at debug level while they succeed.
-QUIET_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
+QUIET_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/status", "/metrics"})
 
 
 class ObservabilityMiddleware:
@@ -110,3 +113,25 @@ def _match(scope: Scope) -> str:
         if match is Match.PARTIAL and partial is None:
             partial = context.path_format
     return partial or UNMATCHED
+
+
+def record_answer(settings: Settings, route: str, query: str, answer: Answer) -> None:
+    """Stage timings into `rag_stage_duration_seconds`, and one `answer` log line (query hashed)."""
+    get_metrics().observe_stages(answer.timings_ms)
+    structlog.stdlib.get_logger("ragserve.query").info(
+        "answer",
+        route=route,
+        **query_fields(query, settings),
+        provider=answer.provider,
+        answered=answer.answered,
+        citations=len(answer.citations),
+        sources=len(answer.sources),
+        cached=answer.cached,
+        degraded=answer.degraded,
+        timings_ms=answer.timings_ms,
+    )
+
+
+def record_stream_error(exc: BaseException) -> None:
+    """A failure after a stream's first event has no error response of its own; count it here."""
+    get_metrics().errors.labels(type=getattr(exc, "type", "internal_error")).inc()

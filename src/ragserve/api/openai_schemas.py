@@ -10,18 +10,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragserve.api.schemas import CitationPublic
+from ragserve.api.schemas import CitationPublic, JsonInt
+from ragserve.types import NAME_PATTERN
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
@@ -33,21 +34,31 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+# The question is the last user message with text in it, so there must be one.
+_HAS_A_QUESTION: dict[str, Any] = {
+    "contains": {
+        "type": "object",
+        "properties": {"role": {"const": "user"}, "content": {"type": "string", "pattern": r"\S"}},
+        "required": ["role", "content"],
+    }
+}
 
-    model: str = Field(min_length=1, max_length=128, description="the collection to answer from")
-    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str = Field(pattern=NAME_PATTERN, description="the collection to answer from (GET /v1/models)")
+    messages: list[ChatMessage] = Field(min_length=1, max_length=256, json_schema_extra=_HAS_A_QUESTION)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=8192)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
-    n: int = Field(default=1, ge=1, le=1, description="only one choice is generated")
+    max_tokens: JsonInt | None = Field(default=None, ge=1, le=8192)
+    max_completion_tokens: JsonInt | None = Field(default=None, ge=1, le=8192)
+    n: JsonInt = Field(default=1, ge=1, le=1, description="only one choice is generated")
 
 
 class AssistantMessage(BaseModel):

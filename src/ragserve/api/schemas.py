@@ -2,31 +2,68 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from ragserve.types import Answer, DocumentInfo, ScoredChunk
+from ragserve.types import NAME_PATTERN, Answer, DocumentInfo, ScoredChunk
 
 Scalar = str | int | float | bool
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields and type coercions ("1" for 1, 0 for false) are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+CollectionName = Annotated[
+    str, Field(pattern=NAME_PATTERN, description="letters, digits, '.', '_' or '-'; at most 128")
+]
+
+
+def _json_integer(value: object) -> object:
+    # JSON Schema's integer admits 5.0 but not "5" or true; pydantic's lax mode admits all three.
+    if isinstance(value, str | bytes | bool):
+        raise ValueError("must be an integer")
+    return value
+
+
+JsonInt = Annotated[int, Field(strict=False), BeforeValidator(_json_integer)]
+FilterKey = Annotated[str, Field(min_length=1, max_length=256)]
+FilterValues = Annotated[list[Scalar], Field(min_length=1, max_length=100)]
+QueryText = Annotated[str, Field(min_length=1, pattern=r"\S", description="the question or search text")]
+
+ERROR_DESCRIPTIONS = {
+    400: "the request is well-formed but unusable; the message says why",
+    404: "no such resource in this tenant's scope",
+    413: "a body or file over its size limit",
+    415: "a file of a format that cannot be parsed",
+    422: "the body or a parameter does not match the schema; the message names the field",
+    500: "an unexpected error; the request id finds it in the log",
+    503: "a dependency is unavailable; retry later",
+    504: "the request ran out of time",
+}
+COMMON_ERRORS = (400, 413, 422, 500, 503, 504)
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error statuses, all with the one error body."""
+    return {code: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
 
 
 class SearchRequest(Strict):
-    query: str = Field(min_length=1, description="the question or search text")
-    collection: str | None = Field(default=None, max_length=128)
-    top_k: int | None = Field(default=None, ge=1, le=100)
+    query: QueryText
+    collection: CollectionName | None = None
+    top_k: JsonInt | None = Field(default=None, ge=1, le=100)
     mode: Literal["dense", "keyword", "hybrid"] | None = None
-    filters: dict[str, Scalar | list[Scalar]] | None = Field(
+    filters: dict[FilterKey, Scalar | FilterValues] | None = Field(
         default=None, description="metadata equality ({'k': v}) or membership ({'k': [v1, v2]})"
     )
 
 
 class QueryRequest(SearchRequest):
-    max_tokens: int | None = Field(default=None, ge=1, le=8192, description="cap on the answer's length")
+    max_tokens: JsonInt | None = Field(default=None, ge=1, le=8192, description="cap on the answer's length")
     stream: bool = Field(default=False, description="answer as Server-Sent Events: sources, token..., done")
     use_cache: bool = Field(default=True, description="allow a cached answer (when a cache is configured)")
 
@@ -111,15 +148,15 @@ class SearchResponse(BaseModel):
 
 
 class DocumentCreate(Strict):
-    id: str | None = Field(default=None, min_length=1, max_length=512)
-    text: str = Field(min_length=1)
+    id: str | None = Field(default=None, min_length=1, max_length=512, pattern=r"\S")
+    text: str = Field(min_length=1, max_length=5_000_000, pattern=r"\S")
     title: str | None = Field(default=None, max_length=1000)
     source: str | None = Field(default=None, max_length=2000)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class DocumentsCreate(Strict):
-    collection: str | None = Field(default=None, max_length=128)
+    collection: CollectionName | None = None
     documents: list[DocumentCreate] = Field(min_length=1, max_length=1000)
 
 

@@ -30,7 +30,7 @@ with warnings.catch_warnings():
 
 # Several workers may each take a while to load the model before their first heartbeat.
 WORKER_TIMEOUT_S = 120
-# Above the usual proxy idle timeouts would need tuning there; uvicorn's own default.
+# uvicorn's own default: gunicorn's 2 s drops idle keep-alive connections sooner than clients reuse them.
 KEEPALIVE_S = 5
 
 

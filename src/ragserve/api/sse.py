@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+from ragserve.api.observability import record_stream_error
 from ragserve.errors import RagserveError
 
 log = logging.getLogger(__name__)
@@ -20,8 +21,19 @@ def encode_event(event: str | None, data: Any) -> bytes:
     return f"{head}data: {payload}\n\n".encode()
 
 
+def event_schema(*events: str) -> dict[str, Any]:
+    """OpenAPI schema of one event of a `text/event-stream` body (each `data` is JSON text)."""
+    names: dict[str, Any] = {"type": "string", "enum": list(events)} if events else {"type": "string"}
+    return {
+        "type": "object",
+        "properties": {"event": names, "data": {"type": "string"}},
+        "required": ["data"],
+    }
+
+
 def error_payload(exc: BaseException, request_id: str) -> dict[str, Any]:
     """The body of an `error` event: our error body plus whether trying again may help."""
+    record_stream_error(exc)
     if isinstance(exc, RagserveError):
         type_, message, retryable = exc.type, exc.message, exc.retryable
     else:

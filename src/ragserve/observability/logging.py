@@ -65,7 +65,7 @@ def _redact(value: Any, depth: int = 0) -> Any:
         return {
             k: REDACTED if isinstance(k, str) and is_secret_key(k) else _redact(v, depth + 1) for k, v in value.items()
         }
-    if isinstance(value, list | tuple):
+    if type(value) in (list, tuple):
         return type(value)(_redact(v, depth + 1) for v in value)
     return value
 
@@ -100,8 +100,21 @@ def wants_json(settings: Settings) -> bool:
     return settings.log_format == "json" or (settings.log_format == "auto" and settings.env == "production")
 
 
-class _RagserveHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the root handler we installed, so configuring again replaces it."""
+class _RagserveHandler(logging.StreamHandler[TextIO]):
+    """The root handler we install (configuring again replaces it).
+
+    Without a stream of its own it writes to whatever `sys.stderr` is at the time, so code that
+    swaps stderr (test capture, daemonizing) does not leave it writing to a closed file.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__(stream or sys.stderr)
+        self.follows_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.follows_stderr:
+            self.stream = sys.stderr
+        super().emit(record)
 
 
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
@@ -113,12 +126,12 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     target = stream or sys.stderr
-    # Redaction runs last before rendering, so formatted tracebacks are covered too.
-    renderer: list[Processor]
-    if wants_json(settings):
-        renderer = [structlog.processors.format_exc_info, redact_secrets, structlog.processors.JSONRenderer()]
-    else:
-        renderer = [redact_secrets, structlog.dev.ConsoleRenderer(colors=target.isatty())]
+    # Tracebacks become plain text (no local variables, which may hold secrets) before redaction runs.
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if wants_json(settings)
+        else structlog.dev.ConsoleRenderer(colors=target.isatty())
+    )
 
     structlog.configure(
         processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -127,11 +140,16 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         # The stdlib logger decides the level at call time, so cached loggers follow a reconfiguration.
         cache_logger_on_first_use=True,
     )
-    handler = _RagserveHandler(target)
+    handler = _RagserveHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.ExtraAdder(), _drop_formatting_leftovers, *shared],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_secrets,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

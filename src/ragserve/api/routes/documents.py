@@ -8,17 +8,21 @@ from fastapi import APIRouter, Path, Query
 
 from ragserve.api.deps import RagDep, RequestId
 from ragserve.api.schemas import (
+    COMMON_ERRORS,
     DocumentDeleted,
     DocumentPage,
     DocumentPublic,
     DocumentsCreate,
     DocumentsCreated,
     DocumentWritePublic,
+    error_responses,
 )
-from ragserve.types import DocumentInput
+from ragserve.observability.metrics import get_metrics
+from ragserve.rag import MAX_OFFSET
+from ragserve.types import NAME_PATTERN, DocumentInput
 
-router = APIRouter(prefix="/v1/documents", tags=["documents"])
-Collection = Annotated[str | None, Query(max_length=128, description="collection; the default when absent")]
+router = APIRouter(prefix="/v1/documents", tags=["documents"], responses=error_responses(*COMMON_ERRORS, 404))
+Collection = Annotated[str | None, Query(pattern=NAME_PATTERN, description="collection; the default when absent")]
 DocumentId = Annotated[str, Path(min_length=1, max_length=512)]
 
 
@@ -27,6 +31,7 @@ async def add_documents(body: DocumentsCreate, rag: RagDep, request_id: RequestI
     scope = rag.scope(body.collection)
     inputs = [DocumentInput(d.text, d.id, d.title, d.source, d.metadata) for d in body.documents]
     report = await rag.add_documents(inputs, scope)
+    get_metrics().ingest_chunks.inc(report.chunks)
     return DocumentsCreated(
         collection=scope.collection,
         results=[
@@ -43,7 +48,7 @@ async def list_documents(
     rag: RagDep,
     collection: Collection = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DocumentPage:
     scope = rag.scope(collection)
     docs, total = await rag.list_documents(scope, limit=limit, offset=offset)

@@ -10,10 +10,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from ragserve.api.deps import RagDep, UploadsDep
-from ragserve.api.schemas import ErrorBody, JobPublic
+from ragserve.api.schemas import ErrorBody, JobPublic, error_responses
 from ragserve.ingest.jobs import Job
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(404, 422, 500, 503))
 
 
 @router.get("/{job_id}", responses={404: {"model": ErrorBody}})

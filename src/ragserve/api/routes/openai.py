@@ -7,13 +7,15 @@ are its context. Citations ride along in an extra `citations` field.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from ragserve.api.deps import RagDep, RequestId
+from ragserve.api.deps import RagDep, RequestId, SettingsDep
+from ragserve.api.observability import record_answer
 from ragserve.api.openai_schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -25,13 +27,14 @@ from ragserve.api.openai_schemas import (
     ModelList,
     completion_chunk,
 )
-from ragserve.api.schemas import CitationPublic
-from ragserve.api.sse import SSE_HEADERS, encode_event, error_payload
+from ragserve.api.schemas import COMMON_ERRORS, CitationPublic, error_responses
+from ragserve.api.sse import SSE_HEADERS, encode_event, error_payload, event_schema
 from ragserve.errors import InvalidInputError, NotFoundError
 from ragserve.rag import RAG
-from ragserve.types import ChatTurn, QueryDone, QueryEvent, QuerySources, QueryToken, Scope
+from ragserve.types import Answer, ChatTurn, QueryDone, QueryEvent, QuerySources, QueryToken, Scope
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+ROUTE = "/v1/chat/completions"
+router = APIRouter(prefix="/v1", tags=["openai"], responses=error_responses(*COMMON_ERRORS, 404))
 
 
 @router.get("/models", description="The collections this caller can ask, as OpenAI models.")
@@ -43,9 +46,11 @@ async def list_models(rag: RagDep) -> ModelList:
 @router.post(
     "/chat/completions",
     description="OpenAI chat completions over a collection (`model`), non-streamed or streamed.",
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses={200: {"content": {"text/event-stream": {"schema": event_schema()}}}},
 )
-async def chat_completions(body: ChatCompletionRequest, rag: RagDep, request_id: RequestId) -> Any:
+async def chat_completions(
+    body: ChatCompletionRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep
+) -> Any:
     question, history = conversation(body.messages)
     scope = await _collection_scope(rag, body.model)
     max_tokens = body.max_completion_tokens or body.max_tokens
@@ -53,6 +58,7 @@ async def chat_completions(body: ChatCompletionRequest, rag: RagDep, request_id:
     created = int(time.time())
     if not body.stream:
         answer = await rag.query(question, scope, max_tokens=max_tokens, history=history)
+        record_answer(settings, ROUTE, question, answer)
         return ChatCompletion(
             id=completion_id,
             created=created,
@@ -65,24 +71,29 @@ async def chat_completions(body: ChatCompletionRequest, rag: RagDep, request_id:
     events = rag.query_stream(question, scope, max_tokens=max_tokens, history=history)
     first = await anext(events)  # bad input fails here, with its status code
     include_usage = body.stream_options is not None and body.stream_options.include_usage
-    chunks = _chunks(first, events, completion_id, created, body.model, include_usage, request_id)
+    on_done = partial(record_answer, settings, ROUTE, question)
+    chunks = _chunks(first, events, completion_id, created, body.model, include_usage, request_id, on_done)
     return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def conversation(messages: list[ChatMessage]) -> tuple[str, list[ChatTurn]]:
-    """The question (the last message, which must be the user's) and the turns before it."""
-    last = messages[-1]
-    if last.role != "user" or not last.text().strip():
+    """The question (the last user message with text) and the turns before it, oldest first."""
+    asked = next((i for i in reversed(range(len(messages))) if _is_question(messages[i])), None)
+    if asked is None:
         raise InvalidInputError(
-            "the last message must be a non-empty user message: it is the question", field="messages"
+            "messages hold no user message with text: the last one is the question", field="messages"
         )
     history = []
-    for message in messages[:-1]:
+    for message in messages[:asked]:
         text = message.text().strip()
         if text and message.role != "tool":
             role = "system" if message.role in ("system", "developer") else message.role
             history.append(ChatTurn(role, text))  # type: ignore[arg-type]
-    return last.text().strip(), history
+    return messages[asked].text().strip(), history
+
+
+def _is_question(message: ChatMessage) -> bool:
+    return message.role == "user" and bool(message.text().strip())
 
 
 async def _collection_scope(rag: RAG, model: str) -> Scope:
@@ -100,6 +111,7 @@ async def _chunks(
     model: str,
     include_usage: bool,
     request_id: str,
+    on_done: Callable[[Answer], None],
 ) -> AsyncIterator[bytes]:
     event: QueryEvent | None = first
     try:
@@ -110,6 +122,7 @@ async def _chunks(
             elif isinstance(event, QueryToken):
                 yield encode_event(None, completion_chunk(completion_id, created, model, {"content": event.text}))
             elif isinstance(event, QueryDone):
+                on_done(event.answer)
                 citations = [
                     CitationPublic.model_validate(c, from_attributes=True).model_dump() for c in event.answer.citations
                 ]

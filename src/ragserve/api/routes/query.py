@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from ragserve.api.deps import RagDep, RequestId
+from ragserve.api.deps import RagDep, RequestId, SettingsDep
+from ragserve.api.observability import record_answer
 from ragserve.api.schemas import (
+    COMMON_ERRORS,
     QueryRequest,
     QueryResponse,
     SearchRequest,
     SearchResponse,
     SourcePublic,
+    error_responses,
 )
-from ragserve.api.sse import SSE_HEADERS, encode_event, error_payload
+from ragserve.api.sse import SSE_HEADERS, encode_event, error_payload, event_schema
+from ragserve.observability.metrics import get_metrics
 from ragserve.observability.tracing import current_trace_id
-from ragserve.types import QueryDone, QueryEvent, QuerySources, QueryToken
+from ragserve.types import Answer, QueryDone, QueryEvent, QuerySources, QueryToken
 
-router = APIRouter(prefix="/v1", tags=["query"])
+router = APIRouter(prefix="/v1", tags=["query"], responses=error_responses(*COMMON_ERRORS))
 
+SSE_SCHEMA = event_schema("sources", "token", "done", "error")
 STREAM_DOC = (
     "With `stream: true`: Server-Sent Events. `sources` (the retrieved chunks) first, then `token` events "
     '(`{"text"}`), then `done` (the answer, citations, usage and per-stage timings). A failure after the '
@@ -33,9 +39,9 @@ STREAM_DOC = (
 @router.post(
     "/query",
     description="Answer a question from the collection's documents, with citations. " + STREAM_DOC,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses={200: {"content": {"text/event-stream": {"schema": SSE_SCHEMA}}}},
 )
-async def query(body: QueryRequest, rag: RagDep, request_id: RequestId) -> Any:
+async def query(body: QueryRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep) -> Any:
     scope = rag.scope(body.collection)
     options: dict[str, Any] = {
         "top_k": body.top_k,
@@ -46,17 +52,23 @@ async def query(body: QueryRequest, rag: RagDep, request_id: RequestId) -> Any:
     trace_id = current_trace_id()
     if not body.stream:
         answer = await rag.query(body.query, scope, **options)
+        record_answer(settings, "/v1/query", body.query, answer)
         return QueryResponse.from_answer(answer, request_id, trace_id)
     events = rag.query_stream(body.query, scope, **options)
     # Bad input fails here, before any event, so it still gets its 4xx status.
     first = await anext(events)
+    on_done = partial(record_answer, settings, "/v1/query", body.query)
     return StreamingResponse(
-        _sse(first, events, request_id, trace_id), media_type="text/event-stream", headers=SSE_HEADERS
+        _sse(first, events, request_id, trace_id, on_done), media_type="text/event-stream", headers=SSE_HEADERS
     )
 
 
 async def _sse(
-    first: QueryEvent, rest: AsyncGenerator[QueryEvent, None], request_id: str, trace_id: str | None
+    first: QueryEvent,
+    rest: AsyncGenerator[QueryEvent, None],
+    request_id: str,
+    trace_id: str | None,
+    on_done: Callable[[Answer], None],
 ) -> AsyncIterator[bytes]:
     event: QueryEvent | None = first
     try:
@@ -73,6 +85,7 @@ async def _sse(
             elif isinstance(event, QueryToken):
                 yield encode_event("token", {"text": event.text})
             elif isinstance(event, QueryDone):
+                on_done(event.answer)
                 done = QueryResponse.from_answer(event.answer, request_id, trace_id).model_dump(exclude={"sources"})
                 yield encode_event("done", done)
             event = await anext(rest, None)
@@ -91,6 +104,7 @@ async def search(body: SearchRequest, rag: RagDep, request_id: RequestId) -> Sea
         mode=body.mode,
         filters=body.filters,  # type: ignore[arg-type]
     )
+    get_metrics().observe_stages(result.timings_ms)
     return SearchResponse(
         results=[SourcePublic.from_chunk(c) for c in result.chunks],
         mode=result.mode,

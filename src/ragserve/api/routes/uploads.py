@@ -17,15 +17,16 @@ from fastapi.responses import JSONResponse
 
 from ragserve.api.deps import RagDep, RequestId, UploadsDep
 from ragserve.api.schemas import (
-    ErrorBody,
     FileErrorPublic,
     JobFilePublic,
     UploadAccepted,
     UploadCompleted,
     UploadedDocumentPublic,
+    error_responses,
 )
 from ragserve.errors import InvalidInputError
 from ragserve.ingest.jobs import Job
+from ragserve.types import NAME_PATTERN
 
 UPLOAD_PATH = "/v1/documents/upload"
 MAX_METADATA_CHARS = 64 * 1024
@@ -39,20 +40,20 @@ router = APIRouter(tags=["documents"])
     response_model=UploadCompleted,
     responses={
         202: {"model": UploadAccepted, "description": "queued as a job; poll the Location"},
-        400: {"model": ErrorBody},
-        413: {"model": ErrorBody},
-        415: {"model": ErrorBody},
-        422: {"model": ErrorBody},
+        **error_responses(400, 413, 415, 422, 500, 503),
     },
 )
 async def upload_documents(
     files: Annotated[
-        list[UploadFile], File(description="one or more files; each one's format is read from its content")
+        list[UploadFile],
+        File(min_length=1, description="one or more files; each one's format is read from its content"),
     ],
     rag: RagDep,
     uploads: UploadsDep,
     request_id: RequestId,
-    collection: Annotated[str | None, Form(max_length=128, description="collection; the default when absent")] = None,
+    collection: Annotated[
+        str | None, Form(pattern=NAME_PATTERN, description="collection; the default when absent")
+    ] = None,
     metadata: Annotated[str | None, Form(description="a JSON object merged into every document's metadata")] = None,
 ) -> UploadCompleted | JSONResponse:
     scope = rag.scope(collection)
