@@ -38,8 +38,6 @@ def test_generated_requests_get_no_server_error_and_match_the_schema(
                 "--no-color",
                 "run",
                 f"{server.url}/openapi.json",
-                "--checks",
-                "all",
                 "--max-examples",
                 str(EXAMPLES),
                 "--workers",

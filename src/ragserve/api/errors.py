@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ragserve.errors import (
     ConfigurationError,
@@ -91,14 +92,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = "body: could not be parsed as its content type (JSON bodies must be UTF-8 JSON)"
         return error_response(422, "validation_error", message, request_id_of(request))
     kinds = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-    # Keep the framework's headers: a 405 must say which methods are allowed.
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the first route on this path; a path may have one route per method.
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     return error_response(
-        exc.status_code,
-        kinds.get(exc.status_code, "http_error"),
-        str(exc.detail),
-        request_id_of(request),
-        exc.headers,
+        exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail), request_id_of(request), headers
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragserve.api.schemas import CitationPublic, JsonInt
+from ragserve.api.schemas import CitationPublic, MaxTokens
 from ragserve.types import NAME_PATTERN
 
 
@@ -56,9 +56,9 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1, max_length=256, json_schema_extra=_HAS_A_QUESTION)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: JsonInt | None = Field(default=None, ge=1, le=8192)
-    max_completion_tokens: JsonInt | None = Field(default=None, ge=1, le=8192)
-    n: JsonInt = Field(default=1, ge=1, le=1, description="only one choice is generated")
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    n: Literal[1] = Field(default=1, description="only one choice is generated")
 
 
 class AssistantMessage(BaseModel):

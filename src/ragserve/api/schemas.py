@@ -29,7 +29,9 @@ def _json_integer(value: object) -> object:
     return value
 
 
-JsonInt = Annotated[int, Field(strict=False), BeforeValidator(_json_integer)]
+# Constraints live inside each alias: on `X | None` they must reach the integer branch of the schema.
+TopK = Annotated[int, Field(strict=False, ge=1, le=100), BeforeValidator(_json_integer)]
+MaxTokens = Annotated[int, Field(strict=False, ge=1, le=8192), BeforeValidator(_json_integer)]
 FilterKey = Annotated[str, Field(min_length=1, max_length=256)]
 FilterValues = Annotated[list[Scalar], Field(min_length=1, max_length=100)]
 QueryText = Annotated[str, Field(min_length=1, pattern=r"\S", description="the question or search text")]
@@ -55,7 +57,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 class SearchRequest(Strict):
     query: QueryText
     collection: CollectionName | None = None
-    top_k: JsonInt | None = Field(default=None, ge=1, le=100)
+    top_k: TopK | None = None
     mode: Literal["dense", "keyword", "hybrid"] | None = None
     filters: dict[FilterKey, Scalar | FilterValues] | None = Field(
         default=None, description="metadata equality ({'k': v}) or membership ({'k': [v1, v2]})"
@@ -63,7 +65,7 @@ class SearchRequest(Strict):
 
 
 class QueryRequest(SearchRequest):
-    max_tokens: JsonInt | None = Field(default=None, ge=1, le=8192, description="cap on the answer's length")
+    max_tokens: MaxTokens | None = Field(default=None, description="cap on the answer's length")
     stream: bool = Field(default=False, description="answer as Server-Sent Events: sources, token..., done")
     use_cache: bool = Field(default=True, description="allow a cached answer (when a cache is configured)")
 
