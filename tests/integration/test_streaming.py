@@ -68,6 +68,10 @@ async def test_stream_sends_sources_then_tokens_then_done(client: httpx.AsyncCli
 
 async def test_bad_streamed_request_fails_with_a_status_not_an_event(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/query", json={"query": "x", "collection": "bad name!", "stream": True})
+    assert r.status_code == 422
+    assert "collection" in r.json()["error"]["message"]
+    # Checks the core makes (not the schema) still come before the first event.
+    r = await client.post("/v1/query", json={"query": "word " * 1000, "stream": True})
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request"
     r = await client.post("/v1/query", json={"query": "x", "stream": True, "filters": {"k": [[1]]}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +24,7 @@ from ragserve.errors import (
     UnsupportedMediaError,
 )
 from ragserve.observability.metrics import get_metrics
+from ragserve.types import NAME_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +83,23 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         if err.get("type") == "json_invalid":
             problems.append(f"body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}")
         else:
-            problems.append(f"{_field(tuple(err['loc']))}: {err['msg']}")
+            problems.append(f"{_field(tuple(err['loc']))}: {_explain(err)}")
     return error_response(422, "validation_error", "; ".join(problems), request_id_of(request))
+
+
+# Pydantic says "String should match pattern '…'"; say what the pattern means instead.
+PATTERN_MEANINGS = {
+    NAME_PATTERN: "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    r"\S": "must not be blank",
+}
+
+
+def _explain(err: Mapping[str, Any]) -> str:
+    if err.get("type") == "string_pattern_mismatch":
+        meaning = PATTERN_MEANINGS.get(err.get("ctx", {}).get("pattern", ""))
+        if meaning:
+            return f"{meaning}, got {err.get('input')!r}"
+    return str(err["msg"])
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
