@@ -7,9 +7,18 @@
     │   └── UnsupportedMediaError   a file type we cannot parse
     ├── NotFoundError               a document or collection does not exist in this scope
     ├── ParseError                  one file could not be turned into text (fails alone)
-    ├── DependencyError             a part we rely on failed
+    ├── DependencyError             a part we rely on failed (retryable)
     │   ├── EmbedderError
-    │   └── StoreError
+    │   ├── StoreError
+    │   ├── CacheError
+    │   ├── CircuitOpenError        a breaker is open: failing fast, nothing was called
+    │   └── LLMError                a model provider failed
+    │       ├── LLMTimeoutError
+    │       ├── LLMRateLimitedError     carries `retry_after` (seconds) when the provider said
+    │       ├── LLMUnavailableError     5xx, connection refused or reset, a stream that broke
+    │       ├── LLMBadRequestError      the provider refused the request (not retryable)
+    │       └── ContextTooLongError     the prompt does not fit the model (not retryable)
+    ├── MaintenanceError            the operator switched the service to maintenance
     └── DeadlineExceededError       the request ran out of time
 
 The HTTP layer maps these classes to status codes in one table; the core never
@@ -69,6 +78,59 @@ class EmbedderError(DependencyError):
 
 class StoreError(DependencyError):
     type = "store_unavailable"
+
+
+class CacheError(DependencyError):
+    type = "cache_unavailable"
+
+
+class CircuitOpenError(DependencyError):
+    type = "circuit_open"
+
+    def __init__(self, dependency: str, retry_in: float | None = None) -> None:
+        super().__init__(f"{dependency} is failing; its circuit breaker is open")
+        self.dependency = dependency
+        self.retry_in = retry_in
+
+
+class LLMError(DependencyError):
+    """A model provider failed. `provider` names the configured provider."""
+
+    type = "llm_unavailable"
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
+class LLMTimeoutError(LLMError):
+    type = "llm_timeout"
+
+
+class LLMRateLimitedError(LLMError):
+    type = "llm_rate_limited"
+
+    def __init__(self, message: str, *, provider: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.retry_after = retry_after
+
+
+class LLMUnavailableError(LLMError):
+    type = "llm_unavailable"
+
+
+class LLMBadRequestError(LLMError):
+    type = "llm_bad_request"
+    retryable = False
+
+
+class ContextTooLongError(LLMBadRequestError):
+    type = "llm_context_too_long"
+
+
+class MaintenanceError(RagserveError):
+    type = "maintenance"
+    retryable = True
 
 
 class DeadlineExceededError(RagserveError):

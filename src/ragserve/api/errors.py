@@ -17,6 +17,7 @@ from ragserve.errors import (
     DeadlineExceededError,
     DependencyError,
     InvalidInputError,
+    MaintenanceError,
     NotFoundError,
     ParseError,
     PayloadTooLargeError,
@@ -36,6 +37,7 @@ STATUS_BY_ERROR: tuple[tuple[type[RagserveError], int], ...] = (
     (NotFoundError, 404),
     (ParseError, 422),  # content we accept the format of but could not read (an upload's every file)
     (DeadlineExceededError, 504),
+    (MaintenanceError, 503),
     (DependencyError, 503),
     (ConfigurationError, 500),
 )
