@@ -134,5 +134,11 @@ class MaintenanceError(RagserveError):
 
 
 class DeadlineExceededError(RagserveError):
+    """`stage` names the step that found the budget spent (`retrieve`, `generate`, ...), when known."""
+
     type = "deadline_exceeded"
     retryable = True
+
+    def __init__(self, message: str, *, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage

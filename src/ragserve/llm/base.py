@@ -45,6 +45,8 @@ class Generation:
     provider: str
     model: str
     usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens
+    invalid_citations: list[int] = field(default_factory=list)  # [n] markers that point at no source given
+    prompt_version: str | None = None  # `llm.prompt.PROMPT_VERSION` for model providers; None when no prompt
 
 
 @dataclass(frozen=True, slots=True)
