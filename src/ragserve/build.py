@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from ragserve.embed.base import Embedder
+from ragserve.errors import ConfigurationError
 from ragserve.ingest.chunk import ChunkingConfig, default_token_counter
 from ragserve.ingest.pipeline import IngestPipeline
 from ragserve.llm.base import LLMProvider
 from ragserve.llm.extractive import ExtractiveAnswerer
+from ragserve.llm.router import FallbackRouter, Route
+from ragserve.observability.metrics import get_metrics
 from ragserve.rag import RAG
+from ragserve.resilience.breaker import BreakerRegistry, BreakerState
 from ragserve.retrieve.hybrid import HybridRetriever
-from ragserve.settings import Settings
+from ragserve.settings import ProviderSettings, Settings
 from ragserve.store.ann import HnswParams
 from ragserve.store.base import VectorStore
 from ragserve.store.embedded import EmbeddedVectorStore
 from ragserve.types import FusionParams
+
+log = logging.getLogger(__name__)
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -37,8 +44,77 @@ def build_store(settings: Settings, embedder: Embedder) -> VectorStore:
     return EmbeddedVectorStore(settings.data_dir, embedder.dimension, embedder.model_name, hnsw)
 
 
-def build_generator(settings: Settings) -> LLMProvider:
-    return ExtractiveAnswerer()
+def build_breakers(settings: Settings) -> BreakerRegistry:
+    """One breaker per dependency; transitions are logged and exported as `rag_circuit_state`."""
+
+    def on_transition(name: str, old: BreakerState, new: BreakerState) -> None:
+        level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
+        log.log(level, "circuit %s: %s -> %s", name, old.label, new.label)
+        get_metrics().circuit_state.labels(dependency=name).set(new.value)
+
+    return BreakerRegistry(
+        failure_threshold=settings.breaker_failure_threshold,
+        reset_timeout_s=settings.breaker_reset_s,
+        success_threshold=settings.breaker_success_threshold,
+        on_transition=on_transition,
+    )
+
+
+def build_generator(settings: Settings, breakers: BreakerRegistry | None = None) -> LLMProvider:
+    """The providers of `RAGSERVE_LLM_PROVIDERS` behind the fallback router, ending in the extractive answerer.
+
+    With only the extractive answerer configured (the default) it is returned as is.
+    """
+    breakers = breakers or build_breakers(settings)
+    extractive = ExtractiveAnswerer()
+    routes = []
+    for config in settings.llm_providers:
+        if config.kind == "extractive":
+            continue
+        provider = build_provider(config)
+        price = settings.llm_prices.get(config.model or "")
+        routes.append(
+            Route(
+                provider=provider,
+                breaker=breakers.get(f"llm:{config.name}"),
+                weight=config.weight,
+                timeout_s=config.timeout_s,
+                max_context_tokens=config.max_context_tokens,
+                prices=(price.prompt, price.completion) if price else None,
+            )
+        )
+    if not routes:
+        return extractive
+    return FallbackRouter(routes, extractive, retries=settings.llm_retries)
+
+
+def build_provider(config: ProviderSettings) -> LLMProvider:
+    api_key = config.api_key.get_secret_value() if config.api_key else None
+    if config.kind == "openai":
+        from ragserve.llm.openai_compat import OpenAICompatibleProvider
+
+        return OpenAICompatibleProvider(
+            config.name,
+            base_url=config.base_url or "https://api.openai.com/v1",
+            api_key=api_key or "not-needed",  # local servers (vLLM, Ollama, llama.cpp) ignore it
+            model=config.model or "",
+            timeout_s=config.timeout_s,
+            max_context_tokens=config.max_context_tokens,
+            max_tokens=config.max_tokens,
+        )
+    if config.kind == "anthropic":
+        from ragserve.llm.anthropic import AnthropicProvider
+
+        return AnthropicProvider(
+            config.name,
+            base_url=config.base_url,
+            api_key=api_key or "",
+            model=config.model or "",
+            timeout_s=config.timeout_s,
+            max_context_tokens=config.max_context_tokens,
+            max_tokens=config.max_tokens,
+        )
+    raise ConfigurationError(f"provider {config.name!r}: unknown kind {config.kind!r}")
 
 
 def fusion_params(settings: Settings) -> FusionParams:
@@ -51,12 +127,16 @@ async def build_rag(settings: Settings) -> RAG:
     store = await asyncio.to_thread(build_store, settings, embedder)
     chunking = ChunkingConfig(max_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap)
     pipeline = IngestPipeline(embedder, store, default_token_counter(), chunking)
-    retriever = HybridRetriever(embedder, store, fusion_params(settings), settings.max_query_chars)
+    breakers = build_breakers(settings)
+    retriever = HybridRetriever(
+        embedder, store, fusion_params(settings), settings.max_query_chars, embed_breaker=breakers.get("embedder")
+    )
     return RAG(
         settings=settings,
         embedder=embedder,
         store=store,
-        generator=build_generator(settings),
+        generator=build_generator(settings, breakers),
         pipeline=pipeline,
         retriever=retriever,
+        breakers=breakers,
     )

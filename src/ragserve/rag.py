@@ -20,11 +20,22 @@ from typing import Any
 from opentelemetry import trace
 
 from ragserve.embed.base import Embedder
-from ragserve.errors import DependencyError, InvalidInputError, NotFoundError, RagserveError
+from ragserve.errors import (
+    DeadlineExceededError,
+    DependencyError,
+    InvalidInputError,
+    MaintenanceError,
+    NotFoundError,
+    RagserveError,
+)
 from ragserve.ingest.parse import ParseFailure, parse_paths
 from ragserve.ingest.pipeline import IngestPipeline, IngestReport, ProgressCallback
 from ragserve.llm.base import Generation, LLMProvider, TokenDelta
+from ragserve.llm.extractive import ExtractiveAnswerer
+from ragserve.observability.metrics import get_metrics
 from ragserve.observability.tracing import tracer
+from ragserve.resilience.breaker import BreakerRegistry
+from ragserve.resilience.deadline import Deadline, deadline_scope
 from ragserve.retrieve.conversation import standalone_question
 from ragserve.retrieve.hybrid import HybridRetriever, Retrieval
 from ragserve.settings import Settings
@@ -39,6 +50,7 @@ from ragserve.types import (
     DocumentInput,
     Filters,
     ParsedDocument,
+    ProviderFailure,
     QueryDone,
     QueryEvent,
     QuerySources,
@@ -51,6 +63,7 @@ from ragserve.types import (
 _NAME = re.compile(NAME_PATTERN)
 MAX_DOCUMENT_CHARS = 5_000_000
 MAX_ID_CHARS = 512
+MAINTENANCE_FILE = "MAINTENANCE"
 MAX_OFFSET = 2**62  # SQLite's integers are 64-bit
 SNIPPET_CHARS = 300
 
@@ -74,6 +87,7 @@ class RAG:
         generator: LLMProvider,
         pipeline: IngestPipeline,
         retriever: HybridRetriever,
+        breakers: BreakerRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
@@ -81,6 +95,8 @@ class RAG:
         self.generator = generator
         self.pipeline = pipeline
         self.retriever = retriever
+        self.breakers = breakers or BreakerRegistry()
+        self.fallback = ExtractiveAnswerer()
         self.warmed = False
 
     @classmethod
@@ -187,17 +203,24 @@ class RAG:
         filters: Filters | None = None,
         max_tokens: int | None = None,
         history: Sequence[ChatTurn] = (),
+        timeout_s: float | None = None,
     ) -> Answer:
-        """Retrieve, then answer with citations. `history` is the conversation before `query`."""
+        """Retrieve, then answer with citations, within one time budget.
+
+        `history` is the conversation before `query`; `timeout_s` overrides the configured
+        budget up to `max_request_timeout_s`.
+        """
         started = time.perf_counter()
         scope = scope or self.scope()
-        with tracer().start_as_current_span("rag.query", attributes={"rag.collection": scope.collection}):
-            retrieval = await self._retrieve(query, scope, top_k, mode, filters, history)
+        deadline = self._deadline(timeout_s)
+        with (
+            deadline_scope(deadline),
+            tracer().start_as_current_span("rag.query", attributes={"rag.collection": scope.collection}),
+        ):
+            retrieval = await self._retrieve(query, scope, top_k, mode, filters, history, deadline)
             generate_started = time.perf_counter()
             with tracer().start_as_current_span("generate", attributes={"rag.provider": self.generator.name}):
-                generation = await self.generator.generate(
-                    query, retrieval.chunks, max_tokens=max_tokens, history=history
-                )
+                generation = await self._generate(query, retrieval, max_tokens, history, deadline)
             return self._answer(retrieval, generation, generate_started, started)
 
     async def query_stream(
@@ -210,21 +233,24 @@ class RAG:
         filters: Filters | None = None,
         max_tokens: int | None = None,
         history: Sequence[ChatTurn] = (),
+        timeout_s: float | None = None,
     ) -> AsyncGenerator[QueryEvent, None]:
         """The same answer as `query`, as events: `QuerySources`, `QueryToken`s, then `QueryDone`.
 
         Bad input raises before the first event, so a caller can still answer with an error
-        status; a failure later raises out of the iteration.
+        status; a failure later raises out of the iteration (after the first token, the
+        router does not switch providers: it raises, and the caller reports the break).
         """
         started = time.perf_counter()
         scope = scope or self.scope()
+        deadline = self._deadline(timeout_s)
         # The consumer may step this generator from several tasks (a web server primes it in
-        # the request and drains it in the response), so spans are attached per step, never
-        # across a `yield`: a context attached in one task cannot be detached in another.
+        # the request and drains it in the response), so spans and the deadline are attached
+        # per step, never across a `yield`: a context set in one task cannot be reset in another.
         root = tracer().start_span("rag.query", attributes={"rag.collection": scope.collection})
         try:
-            with trace.use_span(root, end_on_exit=False):
-                retrieval = await self._retrieve(query, scope, top_k, mode, filters, history)
+            with trace.use_span(root, end_on_exit=False), deadline_scope(deadline):
+                retrieval = await self._retrieve(query, scope, top_k, mode, filters, history, deadline)
             yield QuerySources(retrieval.chunks, {k: round(v, 3) for k, v in retrieval.timings_ms.items()})
             generate_started = time.perf_counter()
             generation: Generation | None = None
@@ -234,7 +260,7 @@ class RAG:
             stream = self.generator.stream(query, retrieval.chunks, max_tokens=max_tokens, history=history)
             try:
                 while True:
-                    with trace.use_span(span, end_on_exit=False):
+                    with trace.use_span(span, end_on_exit=False), deadline_scope(deadline):
                         item = await anext(stream, None)
                     if item is None:
                         break
@@ -253,6 +279,37 @@ class RAG:
         finally:
             root.end()
 
+    def _deadline(self, timeout_s: float | None) -> Deadline:
+        if self.maintenance():
+            raise MaintenanceError("the service is in maintenance; try again later")
+        if timeout_s is not None and not 0 < timeout_s <= self.settings.max_request_timeout_s:
+            raise InvalidInputError(
+                f"timeout_s must be between 0 and {self.settings.max_request_timeout_s}", field="timeout_s"
+            )
+        return Deadline(timeout_s or self.settings.request_timeout_s)
+
+    def maintenance(self) -> bool:
+        """The operator's switch: RAGSERVE_MAINTENANCE, or a MAINTENANCE file in the shared data directory."""
+        return self.settings.maintenance or (self.settings.data_dir / MAINTENANCE_FILE).exists()
+
+    async def _generate(
+        self,
+        query: str,
+        retrieval: Retrieval,
+        max_tokens: int | None,
+        history: Sequence[ChatTurn],
+        deadline: Deadline,
+    ) -> Generation:
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                return await self.generator.generate(query, retrieval.chunks, max_tokens=max_tokens, history=history)
+        except TimeoutError:
+            # The router keeps to the deadline itself; this catches a provider that does not.
+            get_metrics().stage_skipped.labels(stage="generate", reason="deadline").inc()
+            generation = await self.fallback.generate(query, retrieval.chunks, max_tokens=max_tokens, history=history)
+            generation.degraded.append("deadline")
+            return generation
+
     async def _retrieve(
         self,
         query: str,
@@ -261,8 +318,18 @@ class RAG:
         mode: SearchMode | None,
         filters: Filters | None,
         history: Sequence[ChatTurn],
+        deadline: Deadline,
     ) -> Retrieval:
-        return await self.search(standalone_question(query, history), scope, top_k=top_k, mode=mode, filters=filters)
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                return await self.search(
+                    standalone_question(query, history), scope, top_k=top_k, mode=mode, filters=filters
+                )
+        except TimeoutError as exc:
+            get_metrics().stage_skipped.labels(stage="retrieve", reason="deadline").inc()
+            raise DeadlineExceededError(
+                f"retrieval did not finish within the request's {deadline.budget_s:g}s budget"
+            ) from exc
 
     def _answer(self, retrieval: Retrieval, generation: Generation, generate_started: float, started: float) -> Answer:
         timings = dict(retrieval.timings_ms)
@@ -284,6 +351,14 @@ class RAG:
                     snippet=_snippet(chunk.text),
                 )
             )
+        degraded = list(dict.fromkeys([*retrieval.degraded, *generation.degraded]))
+        for mode in degraded:
+            get_metrics().degraded.labels(mode=mode).inc()
+        warnings = []
+        if generation.answered and not citations:
+            warnings.append("no_citations")  # an answer that cites nothing it was given
+        if generation.invalid_citations:
+            warnings.append("invalid_citations")
         return Answer(
             answer=generation.text,
             citations=citations,
@@ -292,7 +367,11 @@ class RAG:
             model=generation.model,
             answered=generation.answered,
             timings_ms={k: round(v, 3) for k, v in timings.items()},
+            degraded=degraded,
             usage=generation.usage,
+            failures=[ProviderFailure(p, e) for p, e in generation.failures],
+            warnings=warnings,
+            cost_usd=generation.cost_usd,
         )
 
     async def warm_up(self) -> None:
@@ -325,6 +404,8 @@ class RAG:
         ready = getattr(self.embedder, "ready", True)
         checks["embedder"] = "ok" if ready else "model not loaded"
         checks["warm_up"] = "ok" if self.warmed else "not done"
+        if self.maintenance():
+            checks["maintenance"] = "on: the operator switched the service to maintenance"
         return checks
 
 

@@ -9,11 +9,47 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ragserve.errors import ConfigurationError
 from ragserve.types import SearchMode
+
+
+class ProviderSettings(BaseModel):
+    """One entry of `RAGSERVE_LLM_PROVIDERS`, in fallback order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    kind: Literal["openai", "anthropic", "extractive"]
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str | None = None
+    weight: float = Field(default=1.0, ge=0)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    max_context_tokens: int = Field(default=8192, ge=512)
+    max_tokens: int = Field(default=512, ge=1, le=32768)
+
+    @model_validator(mode="after")
+    def _complete(self) -> ProviderSettings:
+        if self.kind != "extractive" and not self.model:
+            raise ValueError(f"provider {self.name!r}: a {self.kind} provider needs a model")
+        if self.kind == "anthropic" and self.api_key is None:
+            raise ValueError(f"provider {self.name!r}: an anthropic provider needs an api_key")
+        return self
+
+
+class ModelPrice(BaseModel):
+    """Dollars per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: float = Field(ge=0)
+    completion: float = Field(ge=0)
+
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "sk-...", "your-key", "xxx", "test"})
 
 
 class Settings(BaseSettings):
@@ -67,6 +103,18 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"  # auto: console in development, JSON in production
     log_queries: bool = False
 
+    # Generation: providers in fallback order (JSON); the chain always ends in the extractive answerer.
+    llm_providers: list[ProviderSettings] = Field(
+        default_factory=lambda: [ProviderSettings(name="extractive", kind="extractive")]
+    )
+    llm_prices: dict[str, ModelPrice] = Field(default_factory=dict)  # model -> $ per 1M tokens
+    llm_retries: int = Field(default=1, ge=0, le=5)  # extra attempts per provider on retryable errors
+    max_request_timeout_s: float = Field(default=120.0, gt=0, le=3600)  # cap for a request's own timeout_s
+    breaker_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    breaker_reset_s: float = Field(default=30.0, gt=0, le=3600)
+    breaker_success_threshold: int = Field(default=2, ge=1, le=100)
+    maintenance: bool = False  # or create `<data_dir>/MAINTENANCE`: every process sharing it follows
+
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         if self.chunk_overlap * 2 >= self.chunk_tokens:
@@ -75,6 +123,16 @@ class Settings(BaseSettings):
             )
         if self.dense_weight == 0 and self.keyword_weight == 0:
             raise ValueError("dense_weight and keyword_weight cannot both be 0")
+        names = [p.name for p in self.llm_providers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"llm_providers: names must be unique, got {names}")
+        if self.request_timeout_s > self.max_request_timeout_s:
+            raise ValueError("request_timeout_s must not exceed max_request_timeout_s")
+        if self.env == "production":
+            for provider in self.llm_providers:
+                key = provider.api_key.get_secret_value() if provider.api_key else None
+                if key is not None and key.strip().lower() in PLACEHOLDER_SECRETS:
+                    raise ValueError(f"llm_providers: provider {provider.name!r} has a placeholder api_key")
         return self
 
 

@@ -185,6 +185,14 @@ class Citation:
     snippet: str
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderFailure:
+    """A provider that was tried and failed (or was skipped) before the answer came."""
+
+    provider: str
+    error: str  # an error type: "llm_timeout", "circuit_open", "skipped"...
+
+
 @dataclass(slots=True)
 class Answer:
     answer: str
@@ -197,6 +205,9 @@ class Answer:
     cached: Literal["exact", "semantic", "none"] = "none"
     degraded: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
+    failures: list[ProviderFailure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # "no_citations", "invalid_citations"
+    cost_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

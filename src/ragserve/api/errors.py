@@ -29,6 +29,8 @@ from ragserve.types import NAME_PATTERN
 
 log = logging.getLogger(__name__)
 
+MAINTENANCE_RETRY_AFTER_S = 60
+
 # Most specific first: the first class an error is an instance of decides.
 STATUS_BY_ERROR: tuple[tuple[type[RagserveError], int], ...] = (
     (PayloadTooLargeError, 413),
@@ -73,9 +75,10 @@ def _field(loc: tuple[int | str, ...]) -> str:
 async def _ragserve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RagserveError)
     status = status_for(exc)
-    if status >= 500:
+    if status >= 500 and not isinstance(exc, MaintenanceError):
         log.error("request failed: %s", exc.message)
-    return error_response(status, exc.type, exc.message, request_id_of(request))
+    headers = {"Retry-After": str(MAINTENANCE_RETRY_AFTER_S)} if isinstance(exc, MaintenanceError) else None
+    return error_response(status, exc.type, exc.message, request_id_of(request), headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

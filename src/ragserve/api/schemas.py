@@ -68,6 +68,9 @@ class QueryRequest(SearchRequest):
     max_tokens: MaxTokens | None = Field(default=None, description="cap on the answer's length")
     stream: bool = Field(default=False, description="answer as Server-Sent Events: sources, token..., done")
     use_cache: bool = Field(default=True, description="allow a cached answer (when a cache is configured)")
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=3600, description="this request's time budget (capped by RAGSERVE_MAX_REQUEST_TIMEOUT_S)"
+    )
 
 
 class SourcePublic(BaseModel):
@@ -110,6 +113,11 @@ class CitationPublic(BaseModel):
     snippet: str
 
 
+class ProviderFailurePublic(BaseModel):
+    provider: str
+    error: str
+
+
 class QueryResponse(BaseModel):
     answer: str
     answered: bool
@@ -119,7 +127,10 @@ class QueryResponse(BaseModel):
     model: str
     cached: Literal["exact", "semantic", "none"]
     degraded: list[str]
+    failures: list[ProviderFailurePublic] = Field(description="providers tried before the one that answered")
+    warnings: list[str] = Field(description="no_citations: an answer citing nothing; invalid_citations")
     usage: dict[str, int]
+    cost_usd: float | None = None
     timings_ms: dict[str, float]
     request_id: str
     trace_id: str | None = None
@@ -135,7 +146,10 @@ class QueryResponse(BaseModel):
             model=a.model,
             cached=a.cached,
             degraded=a.degraded,
+            failures=[ProviderFailurePublic(provider=f.provider, error=f.error) for f in a.failures],
+            warnings=a.warnings,
             usage=a.usage,
+            cost_usd=a.cost_usd,
             timings_ms=a.timings_ms,
             request_id=request_id,
             trace_id=trace_id,

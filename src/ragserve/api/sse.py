@@ -39,4 +39,8 @@ def error_payload(exc: BaseException, request_id: str) -> dict[str, Any]:
     else:
         log.exception("stream failed", exc_info=exc)
         type_, message, retryable = "internal_error", "internal error; see the server log", False
-    return {"error": {"type": type_, "message": message, "request_id": request_id, "retryable": retryable}}
+    error: dict[str, Any] = {"type": type_, "message": message, "request_id": request_id, "retryable": retryable}
+    provider = getattr(exc, "provider", None)
+    if provider:
+        error["provider"] = provider
+    return {"error": error}

@@ -47,6 +47,11 @@ class Generation:
     usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens
     invalid_citations: list[int] = field(default_factory=list)  # [n] markers that point at no source given
     prompt_version: str | None = None  # `llm.prompt.PROMPT_VERSION` for model providers; None when no prompt
+    # Set by the router: (provider, error type) of each provider that failed before this one answered,
+    # the degradations it caused, and the cost from the price table when one is configured.
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    degraded: list[str] = field(default_factory=list)
+    cost_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +77,11 @@ class LLMProvider(Protocol):
     subclass), which is what the router falls back on.
     """
 
-    name: str
-    model: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
 
     async def generate(
         self,

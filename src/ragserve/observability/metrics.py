@@ -16,7 +16,15 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, disable_created_metrics, values
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    values,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -54,6 +62,14 @@ class Metrics:
     stage_duration: Histogram
     errors: Counter
     ingest_chunks: Counter
+    llm_calls: Counter
+    llm_tokens: Counter
+    llm_latency: Histogram
+    llm_ttft: Histogram
+    cost: Counter
+    circuit_state: Gauge
+    stage_skipped: Counter
+    degraded: Counter
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status)).inc()
@@ -106,6 +122,27 @@ def _create() -> Metrics:
         ),
         errors=Counter("rag_errors", "Error responses by error type.", ["type"]),
         ingest_chunks=Counter("rag_ingest_chunks", "Chunks written by ingestion."),
+        llm_calls=Counter("rag_llm_calls", "Calls to model providers by outcome.", ["provider", "outcome"]),
+        llm_tokens=Counter("rag_llm_tokens", "Tokens sent to and received from providers.", ["provider", "kind"]),
+        llm_latency=Histogram(
+            "rag_llm_latency_seconds",
+            "Provider call latency, to the whole answer.",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+        ),
+        llm_ttft=Histogram(
+            "rag_llm_time_to_first_token_seconds",
+            "Time to a streamed answer's first token.",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+        ),
+        cost=Counter("rag_cost_dollars", "Provider cost from the configured price table.", ["provider"]),
+        # 0 closed, 1 open, 2 half-open; under several workers the highest of the live workers.
+        circuit_state=Gauge(
+            "rag_circuit_state", "Circuit breaker state per dependency.", ["dependency"], multiprocess_mode="livemax"
+        ),
+        stage_skipped=Counter("rag_stage_skipped", "Stages skipped or cut short.", ["stage", "reason"]),
+        degraded=Counter("rag_degraded", "Answers served in a degraded mode.", ["mode"]),
     )
 
 

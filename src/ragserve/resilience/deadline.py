@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 from ragserve.errors import DeadlineExceededError
 
+
 class Deadline:
     """`budget_s` seconds from the moment it is made, measured on `clock`."""
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 
 from ragserve.embed.base import Embedder
-from ragserve.errors import InvalidInputError
+from ragserve.errors import DependencyError, InvalidInputError
 from ragserve.observability.tracing import tracer
+from ragserve.resilience.breaker import CircuitBreaker
 from ragserve.store.base import VectorStore
 from ragserve.types import SEARCH_MODES, Filters, FusionParams, Scope, ScoredChunk, SearchMode, StoreQuery
+
+log = logging.getLogger(__name__)
 
 MAX_TOP_K = 100
 MAX_FILTER_VALUES = 100
@@ -18,8 +22,9 @@ MAX_FILTER_VALUES = 100
 @dataclass(slots=True)
 class Retrieval:
     chunks: list[ScoredChunk]
-    mode: SearchMode
+    mode: SearchMode  # the mode that ran: "keyword" when the embedder was down
     timings_ms: dict[str, float] = field(default_factory=dict)
+    degraded: list[str] = field(default_factory=list)
 
 
 def validate_filters(filters: object) -> Filters | None:
@@ -48,8 +53,17 @@ def validate_filters(filters: object) -> Filters | None:
 
 
 class HybridRetriever:
-    def __init__(self, embedder: Embedder, store: VectorStore, fusion: FusionParams, max_query_chars: int) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        store: VectorStore,
+        fusion: FusionParams,
+        max_query_chars: int,
+        *,
+        embed_breaker: CircuitBreaker | None = None,
+    ) -> None:
         self._embedder = embedder
+        self._embed_breaker = embed_breaker or CircuitBreaker("embedder")
         self._store = store
         self._fusion = fusion
         self._max_query_chars = max_query_chars
@@ -76,11 +90,19 @@ class HybridRetriever:
         if not 1 <= k <= MAX_TOP_K:
             raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {k}", field="top_k")
         timings: dict[str, float] = {}
+        degraded: list[str] = []
         vector = None
         if mode != "keyword":
             started = time.perf_counter()
-            with tracer().start_as_current_span("embed"):
-                vector = await self._embedder.embed_query(text)
+            try:
+                with tracer().start_as_current_span("embed"):
+                    async with self._embed_breaker.guard():
+                        vector = await self._embedder.embed_query(text)
+            except DependencyError as exc:
+                # Without a query vector the keyword leg still answers: degrade, do not fail.
+                log.warning("embedder unavailable, keyword-only retrieval: %s", exc.message)
+                mode = "keyword"
+                degraded.append("keyword_only")
             timings["embed"] = (time.perf_counter() - started) * 1000
         fusion = self._fusion
         if candidates is not None:
@@ -100,4 +122,4 @@ class HybridRetriever:
             chunks = await self._store.search(query)
             span.set_attribute("rag.results", len(chunks))
         timings["retrieve"] = (time.perf_counter() - started) * 1000
-        return Retrieval(chunks, mode, timings)
+        return Retrieval(chunks, mode, timings, degraded)

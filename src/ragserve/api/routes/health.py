@@ -71,6 +71,7 @@ async def status(request: Request, rag: RagDep) -> dict[str, Any]:
         "uptime_s": round(time.monotonic() - request.app.state.started, 3),
         "ready": all(v == "ok" for v in checks.values()),
         "dependencies": checks,
+        "circuits": rag.breakers.snapshot(),
         "components": rag.components(),
         "counts": counts,
         "configuration": public_summary(settings),

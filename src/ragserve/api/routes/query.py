@@ -48,6 +48,7 @@ async def query(body: QueryRequest, rag: RagDep, request_id: RequestId, settings
         "mode": body.mode,
         "filters": body.filters,
         "max_tokens": body.max_tokens,
+        "timeout_s": body.timeout_s,
     }
     trace_id = current_trace_id()
     if not body.stream:
