@@ -129,18 +129,21 @@ class RAG:
         self, paths: Iterable[str | Path], scope: Scope | None = None, *, on_progress: ProgressCallback | None = None
     ) -> IngestReport:
         """Parse files and directories; a bad file fails alone and the rest goes on."""
+        self._check_service()
         parsed = await asyncio.to_thread(lambda: list(parse_paths(paths)))
         docs = [p for p in parsed if isinstance(p, ParsedDocument)]
         failures = [p for p in parsed if isinstance(p, ParseFailure)]
         return await self.pipeline.ingest(scope or self.scope(), docs, failures=failures, on_progress=on_progress)
 
     async def add_documents(self, documents: Sequence[DocumentInput], scope: Scope | None = None) -> IngestReport:
+        self._check_service()
         return await self.pipeline.ingest(scope or self.scope(), [_to_parsed(d, i) for i, d in enumerate(documents)])
 
     async def ingest_parsed(self, documents: Sequence[ParsedDocument], scope: Scope | None = None) -> IngestReport:
         return await self.pipeline.ingest(scope or self.scope(), documents)
 
     async def delete_document(self, document_id: str, scope: Scope | None = None) -> None:
+        self._check_service()
         if not await self.store.delete(scope or self.scope(), document_id):
             raise NotFoundError(f"document {document_id!r} not found")
 
@@ -183,6 +186,7 @@ class RAG:
         mmr_lambda: float | None = None,
         candidates: int | None = None,
     ) -> Retrieval:
+        self._check_service()
         return await self.retriever.retrieve(
             query,
             scope or self.scope(),
@@ -279,9 +283,12 @@ class RAG:
         finally:
             root.end()
 
-    def _deadline(self, timeout_s: float | None) -> Deadline:
+    def _check_service(self) -> None:
         if self.maintenance():
             raise MaintenanceError("the service is in maintenance; try again later")
+
+    def _deadline(self, timeout_s: float | None) -> Deadline:
+        self._check_service()
         if timeout_s is not None and not 0 < timeout_s <= self.settings.max_request_timeout_s:
             raise InvalidInputError(
                 f"timeout_s must be between 0 and {self.settings.max_request_timeout_s}", field="timeout_s"

@@ -39,9 +39,8 @@ CONVERSATION_OPENER = "(The conversation so far.)"
 class AnthropicProvider:
     """An `LLMProvider` over the Anthropic Messages API.
 
-    Arguments as for `OpenAICompatibleProvider`; `base_url` is the API root without `/v1`
-    (`https://api.anthropic.com`). `http_client` must be an `httpx2.AsyncClient`: the SDK
-    rejects `httpx` objects.
+    Arguments as for `OpenAICompatibleProvider`, less `temperature` (this SDK's Messages API
+    takes none); `base_url` is the API root without `/v1` (None: `https://api.anthropic.com`).
     """
 
     def __init__(
@@ -54,7 +53,6 @@ class AnthropicProvider:
         timeout_s: float,
         max_context_tokens: int = 200_000,
         max_tokens: int = 512,
-        temperature: float | None = None,
         counter: TokenCounter | None = None,
         http_client: httpx2.AsyncClient | None = None,
     ) -> None:
@@ -63,7 +61,6 @@ class AnthropicProvider:
         self.timeout_s = timeout_s
         self.max_context_tokens = max_context_tokens
         self.max_tokens = max_tokens
-        self.temperature = temperature
         self._counter = counter if counter is not None else default_token_counter()
         self._owns_client = http_client is None
         self._client = anthropic.AsyncAnthropic(
@@ -93,7 +90,6 @@ class AnthropicProvider:
                 system=system,
                 messages=messages,
                 max_tokens=answer_tokens,
-                temperature=self.temperature if self.temperature is not None else anthropic.omit,
             )
         except (anthropic.AnthropicError, ValueError) as exc:
             raise self._translate(exc) from exc
@@ -120,7 +116,6 @@ class AnthropicProvider:
                 system=system,
                 messages=messages,
                 max_tokens=answer_tokens,
-                temperature=self.temperature if self.temperature is not None else anthropic.omit,
                 stream=True,
             )
         except (anthropic.AnthropicError, ValueError) as exc:
@@ -187,7 +182,12 @@ def anthropic_messages(prompt: Prompt) -> tuple[str, list[MessageParam]]:
             turns.append((speaker, content))
     if turns and turns[0][0] == "assistant":
         turns.insert(0, ("user", CONVERSATION_OPENER))
-    messages: list[MessageParam] = [{"role": role, "content": content} for role, content in turns]
+    messages: list[MessageParam] = []
+    for role, content in turns:
+        if role == "user":
+            messages.append({"role": "user", "content": content})
+        else:
+            messages.append({"role": "assistant", "content": content})
     return "\n\n".join(system), messages
 
 
