@@ -8,7 +8,7 @@ stay independent by writing to collections of their own).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ import pytest
 from ragserve.build import build_embedder
 from ragserve.rag import RAG
 from ragserve.settings import Settings
+from ragserve.testing.fake_llm import FakeLLMServer
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +49,10 @@ async def shared_rag(make_data_dir: Callable[[], Path]) -> AsyncIterator[RAG]:
 def collection() -> str:
     """A collection name no other test uses."""
     return "t-" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLMServer]:
+    """A scripted OpenAI/Anthropic chat server on a free local port (`ragserve.testing.fake_llm`)."""
+    with FakeLLMServer() as server:
+        yield server

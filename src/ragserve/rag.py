@@ -8,8 +8,6 @@ async with RAG.from_settings(Settings()) as rag:
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import re
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
@@ -19,6 +17,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from ragserve.answer import build_answer
 from ragserve.embed.base import Embedder
 from ragserve.errors import (
     DeadlineExceededError,
@@ -28,6 +27,7 @@ from ragserve.errors import (
     NotFoundError,
     RagserveError,
 )
+from ragserve.ingest.inputs import document_input_to_parsed
 from ragserve.ingest.parse import ParseFailure, parse_paths
 from ragserve.ingest.pipeline import IngestPipeline, IngestReport, ProgressCallback
 from ragserve.llm.base import Generation, LLMProvider, TokenDelta
@@ -44,28 +44,22 @@ from ragserve.types import (
     NAME_PATTERN,
     Answer,
     ChatTurn,
-    Citation,
     CollectionStats,
     DocumentInfo,
     DocumentInput,
     Filters,
     ParsedDocument,
-    ProviderFailure,
     QueryDone,
     QueryEvent,
     QuerySources,
     QueryToken,
     Scope,
     SearchMode,
-    Section,
 )
 
 _NAME = re.compile(NAME_PATTERN)
-MAX_DOCUMENT_CHARS = 5_000_000
-MAX_ID_CHARS = 512
 MAINTENANCE_FILE = "MAINTENANCE"
 MAX_OFFSET = 2**62  # SQLite's integers are 64-bit
-SNIPPET_CHARS = 300
 
 
 def _check_name(value: str, what: str) -> str:
@@ -137,7 +131,9 @@ class RAG:
 
     async def add_documents(self, documents: Sequence[DocumentInput], scope: Scope | None = None) -> IngestReport:
         self._check_service()
-        return await self.pipeline.ingest(scope or self.scope(), [_to_parsed(d, i) for i, d in enumerate(documents)])
+        return await self.pipeline.ingest(
+            scope or self.scope(), [document_input_to_parsed(d, i) for i, d in enumerate(documents)]
+        )
 
     async def ingest_parsed(self, documents: Sequence[ParsedDocument], scope: Scope | None = None) -> IngestReport:
         return await self.pipeline.ingest(scope or self.scope(), documents)
@@ -225,7 +221,7 @@ class RAG:
             generate_started = time.perf_counter()
             with tracer().start_as_current_span("generate", attributes={"rag.provider": self.generator.name}):
                 generation = await self._generate(query, retrieval, max_tokens, history, deadline)
-            return self._answer(retrieval, generation, generate_started, started)
+            return build_answer(retrieval, generation, generate_started, started)
 
     async def query_stream(
         self,
@@ -279,7 +275,7 @@ class RAG:
                     await close()  # a client that went away must not leave the provider's stream open
             if generation is None:
                 raise DependencyError(f"provider {self.generator.name!r} ended its stream without an answer")
-            yield QueryDone(self._answer(retrieval, generation, generate_started, started))
+            yield QueryDone(build_answer(retrieval, generation, generate_started, started))
         finally:
             root.end()
 
@@ -338,53 +334,17 @@ class RAG:
                 f"retrieval did not finish within the request's {deadline.budget_s:g}s budget"
             ) from exc
 
-    def _answer(self, retrieval: Retrieval, generation: Generation, generate_started: float, started: float) -> Answer:
-        timings = dict(retrieval.timings_ms)
-        timings["generate"] = (time.perf_counter() - generate_started) * 1000
-        timings["total"] = (time.perf_counter() - started) * 1000
-        citations = []
-        for n in generation.cited:
-            if not 1 <= n <= len(retrieval.chunks):
-                continue  # a marker pointing at nothing we gave the generator is not a citation
-            chunk = retrieval.chunks[n - 1]
-            citations.append(
-                Citation(
-                    number=n,
-                    document_id=chunk.document_id,
-                    chunk_id=chunk.chunk_id,
-                    title=chunk.title,
-                    source=chunk.source,
-                    score=chunk.score,
-                    snippet=_snippet(chunk.text),
-                )
-            )
-        degraded = list(dict.fromkeys([*retrieval.degraded, *generation.degraded]))
-        for mode in degraded:
-            get_metrics().degraded.labels(mode=mode).inc()
-        warnings = []
-        if generation.answered and not citations:
-            warnings.append("no_citations")  # an answer that cites nothing it was given
-        if generation.invalid_citations:
-            warnings.append("invalid_citations")
-        return Answer(
-            answer=generation.text,
-            citations=citations,
-            sources=retrieval.chunks,
-            provider=generation.provider,
-            model=generation.model,
-            answered=generation.answered,
-            timings_ms={k: round(v, 3) for k, v in timings.items()},
-            degraded=degraded,
-            usage=generation.usage,
-            failures=[ProviderFailure(p, e) for p, e in generation.failures],
-            warnings=warnings,
-            cost_usd=generation.cost_usd,
-        )
-
     async def warm_up(self) -> None:
-        """Run one throwaway query end to end, so the first real one pays no first-call costs."""
+        """Run one throwaway retrieval and extractive answer, so the first real query pays no first-call costs.
+
+        It goes around the maintenance switch (a process started during maintenance must be
+        ready when it ends) and does not call remote models (that would cost money per start).
+        """
         with tracer().start_as_current_span("rag.warm_up"):
-            await self.query("warm-up query", self.scope(), mode="hybrid")
+            retrieval = await self.retriever.retrieve(
+                "warm-up query", self.scope(), k=self.settings.top_k, mode="hybrid"
+            )
+            await self.fallback.generate("warm-up query", retrieval.chunks)
         self.warmed = True
 
     def components(self) -> dict[str, dict[str, Any]]:
@@ -414,33 +374,3 @@ class RAG:
         if self.maintenance():
             checks["maintenance"] = "on: the operator switched the service to maintenance"
         return checks
-
-
-def _snippet(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rsplit(" ", 1)[0] + "…"
-
-
-def _to_parsed(doc: DocumentInput, position: int) -> ParsedDocument:
-    where = f"documents[{position}]"
-    if not isinstance(doc.text, str) or not doc.text.strip():
-        raise InvalidInputError(f"{where}.text must be a non-empty string", field=f"{where}.text")
-    if len(doc.text) > MAX_DOCUMENT_CHARS:
-        raise InvalidInputError(
-            f"{where}.text has {len(doc.text)} characters; the limit is {MAX_DOCUMENT_CHARS}", field=f"{where}.text"
-        )
-    if doc.id is not None and (not doc.id.strip() or len(doc.id) > MAX_ID_CHARS):
-        raise InvalidInputError(f"{where}.id must be 1-{MAX_ID_CHARS} characters", field=f"{where}.id")
-    metadata: dict[str, Any] = dict(doc.metadata or {})
-    try:
-        json.dumps(metadata)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{where}.metadata must be JSON: {exc}", field=f"{where}.metadata") from exc
-    doc_id = doc.id or doc.source or "doc-" + hashlib.sha256(doc.text.encode()).hexdigest()[:20]
-    return ParsedDocument(
-        sections=[Section(text=doc.text.strip())],
-        source=doc.source or doc_id,
-        title=doc.title,
-        id=doc_id,
-        metadata=metadata,
-    )

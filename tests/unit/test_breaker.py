@@ -138,7 +138,8 @@ async def test_half_open_admits_exactly_max_calls_concurrent_probes() -> None:
     assert sorted(entered) == [0, 1]
     assert breaker.snapshot()["probes_in_flight"] == 2
     with pytest.raises(CircuitOpenError) as caught:
-        await probe(2)
+        # Bounded so that a third admitted probe fails the test instead of hanging it.
+        await asyncio.wait_for(probe(2), timeout=1.0)
     assert caught.value.retry_in is None
     assert sorted(entered) == [0, 1]
     release.set()

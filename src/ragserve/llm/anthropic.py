@@ -159,7 +159,7 @@ class AnthropicProvider:
         if isinstance(
             exc, anthropic.APIConnectionError | httpx2.HTTPError | httpx2.StreamError | OSError | anyio.EndOfStream
         ):
-            what = "the stream broke" if streaming else "cannot connect"
+            what = "the stream broke" if streaming else "connection failed"
             return LLMUnavailableError(f"{name}: {what}: {exc.__cause__ or exc}", provider=name)
         if isinstance(exc, ValueError | anthropic.APIResponseValidationError):
             return LLMUnavailableError(f"{name}: malformed response: {exc}", provider=name)

@@ -178,7 +178,7 @@ class OpenAICompatibleProvider:
         if isinstance(exc, openai.APITimeoutError):
             return LLMTimeoutError(f"{name}: no response within {self.timeout_s:g}s", provider=name)
         if isinstance(exc, openai.APIConnectionError):
-            what = "the stream broke" if streaming else "cannot connect"
+            what = "the stream broke" if streaming else "connection failed"
             return LLMUnavailableError(f"{name}: {what}: {exc.__cause__ or exc}", provider=name)
         if isinstance(exc, openai.APIStatusError):
             return status_error(name, exc.status_code, _api_message(exc), exc.response.headers, code=exc.code)

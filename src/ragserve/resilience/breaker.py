@@ -147,7 +147,7 @@ class CircuitBreaker:
         for probe_id, admitted_at in list(self._probes.items()):
             if now - admitted_at > self._reset_timeout_s:
                 del self._probes[probe_id]
-        if len(self._probes) > self._half_open_max_calls:
+        if len(self._probes) >= self._half_open_max_calls:
             # The probes' outcome decides when the next call may go, so there is no time to promise.
             raise CircuitOpenError(self.name, retry_in=None)
         probe_id = self._next_probe_id

@@ -14,7 +14,8 @@ the default (a reply citing source [1]). Every request is recorded (path, header
 Steps: `reply(text=None, latency_s=0, usage=None, token_interval_s=0)`, `status(code,
 retry_after=None, body=None, headers=None)` (the provider's own error JSON),
 `context_too_long()`, `reset()` (close without answering), `hang(seconds)`,
-`stream_break_after(n)`, `stream_stall_after(n, seconds)`, `malformed_json()`.
+`stream_break_after(n)`, `stream_stall_after(n, seconds)`, `stream_error_after(n, code)`,
+`malformed_json()`.
 Streams (`"stream": true`) send one token per event. The server runs on its own thread
 and event loop, so it serves sync and async clients alike. From a shell, with a seeded
 mix of failures: `python -m ragserve.testing.fake_llm --port 8099 --fail-rate 0.3`.
@@ -88,11 +89,17 @@ class StreamStall:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamError:
+    after: int
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
 class MalformedJSON:
     pass
 
 
-Step = Reply | Status | ContextTooLong | Reset | Hang | StreamBreak | StreamStall | MalformedJSON
+Step = Reply | Status | ContextTooLong | Reset | Hang | StreamBreak | StreamStall | StreamError | MalformedJSON
 
 
 def reply(
@@ -134,6 +141,11 @@ def stream_stall_after(n_tokens: int, seconds: float) -> StreamStall:
     return StreamStall(n_tokens, seconds)
 
 
+def stream_error_after(n_tokens: int, code: int = 529) -> StreamError:
+    """Send `n_tokens` tokens, then the provider's in-stream error event for `code` (non-streamed: that status)."""
+    return StreamError(n_tokens, code)
+
+
 def malformed_json() -> MalformedJSON:
     return MalformedJSON()
 
@@ -159,7 +171,7 @@ class RecordedRequest:
 Chooser = Callable[[RecordedRequest], Step]
 
 
-def random_failures(rate: float, *, latency_s: float = 0.0, seed: int = 0) -> Chooser:
+def random_failures(rate: float, *, latency_s: float = 0.0, token_interval_s: float = 0.0, seed: int = 0) -> Chooser:
     """A default that fails a seeded `rate` of requests with a mix of retryable errors."""
     rng = random.Random(seed)
     failures: tuple[Step, ...] = (
@@ -171,7 +183,11 @@ def random_failures(rate: float, *, latency_s: float = 0.0, seed: int = 0) -> Ch
     )
 
     def choose(request: RecordedRequest) -> Step:
-        return rng.choice(failures) if rng.random() < rate else reply(latency_s=latency_s)
+        return (
+            rng.choice(failures)
+            if rng.random() < rate
+            else reply(latency_s=latency_s, token_interval_s=token_interval_s)
+        )
 
     return choose
 
@@ -250,6 +266,8 @@ class FakeLLMServer:
     def start(self, timeout_s: float = 10.0) -> Self:
         if self._thread is not None:
             raise RuntimeError("FakeLLMServer already started")
+        self._ready.clear()
+        self._failure = None
         self._thread = threading.Thread(target=self._run, name="fake-llm", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout_s):
@@ -354,7 +372,9 @@ class FakeLLMServer:
                     await wire.send_chunk(writer, b"")
                     return True
                 return await wire.send_raw(writer, 200, b'{"id": "broken", "choices": [', "application/json")
-            case Reply() | StreamBreak() | StreamStall():
+            case StreamError(_, code) if not request.stream:
+                return await wire.send_json(writer, code, wire.error_body(protocol, code))
+            case Reply() | StreamBreak() | StreamStall() | StreamError():
                 return await self._answer(request, step, writer)
         raise AssertionError(f"unknown step {step!r}")
 
@@ -366,7 +386,10 @@ class FakeLLMServer:
         return default(request) if callable(default) else default
 
     async def _answer(
-        self, request: RecordedRequest, step: Reply | StreamBreak | StreamStall, writer: asyncio.StreamWriter
+        self,
+        request: RecordedRequest,
+        step: Reply | StreamBreak | StreamStall | StreamError,
+        writer: asyncio.StreamWriter,
     ) -> bool:
         replied = step if isinstance(step, Reply) else Reply()
         text = replied.text if replied.text is not None else wire.default_answer(request.body)
@@ -390,7 +413,7 @@ class FakeLLMServer:
         for event in shapes.stream_head(usage):
             await wire.send_chunk(writer, event)
         tokens = re.findall(r"\s*\S+", text)
-        cut = step.after if isinstance(step, StreamBreak | StreamStall) else len(tokens)
+        cut = step.after if isinstance(step, StreamBreak | StreamStall | StreamError) else len(tokens)
         for sent, token in enumerate(tokens[:cut]):
             if sent:
                 await asyncio.sleep(replied.token_interval_s)
@@ -398,6 +421,10 @@ class FakeLLMServer:
         if isinstance(step, StreamBreak):
             writer.transport.abort()
             return False
+        if isinstance(step, StreamError):
+            await wire.send_chunk(writer, wire.error_event(request.protocol, step.code))
+            await wire.send_chunk(writer, b"")
+            return True
         if isinstance(step, StreamStall):
             await asyncio.sleep(step.seconds)
             for token in tokens[cut:]:
@@ -422,14 +449,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="fake-model")
     parser.add_argument("--fail-rate", type=float, default=0.0, help="share of chat requests that fail (0-1)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply starts")
+    parser.add_argument("--token-interval", type=float, default=0.0, help="seconds between streamed tokens")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if not 0.0 <= args.fail_rate <= 1.0:
         parser.error("--fail-rate must be between 0 and 1")
-    chooser = random_failures(args.fail_rate, latency_s=args.latency, seed=args.seed)
+    chooser = random_failures(
+        args.fail_rate, latency_s=args.latency, token_interval_s=args.token_interval, seed=args.seed
+    )
     server = FakeLLMServer(host=args.host, port=args.port, model=args.model, default=chooser)
     with server:
-        print(f"fake LLM on {server.url}: OpenAI base_url {server.openai_base_url}, Anthropic base_url {server.url}")
+        print(
+            f"fake LLM on {server.url}: OpenAI base_url {server.openai_base_url}, Anthropic base_url {server.url}",
+            flush=True,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
 

@@ -125,16 +125,16 @@ _OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
     500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
     503: ("server_error", None, "The engine is currently overloaded, please try again later."),
 }
-_ANTHROPIC_ERRORS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    503: "overloaded_error",
-    529: "overloaded_error",
+_ANTHROPIC_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "messages: at least one message is required"),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: ("permission_error", "Your API key does not have permission to use the specified resource."),
+    404: ("not_found_error", "The requested resource could not be found."),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "Number of requests has exceeded your per-minute rate limit."),
+    500: ("api_error", "Internal server error"),
+    503: ("overloaded_error", "Overloaded"),
+    529: ("overloaded_error", "Overloaded"),
 }
 
 
@@ -144,12 +144,17 @@ def error_body(protocol: WireProtocol, code: int, message: str | None = None) ->
             code, ("server_error" if code >= 500 else "invalid_request_error", None, "Error.")
         )
         return {"error": {"message": message or default, "type": kind, "param": None, "code": error_code}}
-    kind = _ANTHROPIC_ERRORS.get(code, "api_error" if code >= 500 else "invalid_request_error")
+    kind, default = _ANTHROPIC_ERRORS.get(code, ("api_error" if code >= 500 else "invalid_request_error", "Error."))
     return {
         "type": "error",
-        "error": {"type": kind, "message": message or kind.replace("_", " ").capitalize()},
+        "error": {"type": kind, "message": message or default},
         "request_id": f"req_fake{time.monotonic_ns()}",
     }
+
+
+def error_event(protocol: WireProtocol, code: int) -> bytes:
+    """The error a stream already under way ends with: Anthropic names the event, OpenAI does not."""
+    return sse("error" if protocol == "anthropic" else None, error_body(protocol, code))
 
 
 # Anthropic's SDK skips events without a name, so its broken event must carry one.
@@ -250,7 +255,10 @@ def head(code: int, content_type: str, headers: Mapping[str, str]) -> bytes:
         phrase = http.HTTPStatus(code).phrase
     except ValueError:
         phrase = "Overloaded" if code == 529 else "Error"
-    lines = [f"HTTP/1.1 {code} {phrase}", f"content-type: {content_type}", f"x-request-id: req_{time.monotonic_ns()}"]
+    request_id = f"req_fake{time.monotonic_ns()}"
+    # OpenAI names its request id x-request-id, Anthropic request-id; the SDKs put them on errors.
+    lines = [f"HTTP/1.1 {code} {phrase}", f"content-type: {content_type}"]
+    lines += [f"x-request-id: {request_id}", f"request-id: {request_id}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
