@@ -65,7 +65,7 @@ def build_generator(settings: Settings, breakers: BreakerRegistry | None = None)
 
     With only the extractive answerer configured (the default) it is returned as is.
     """
-    breakers = breakers or build_breakers(settings)
+    breakers = breakers if breakers is not None else build_breakers(settings)
     extractive = ExtractiveAnswerer()
     routes = []
     for config in settings.llm_providers:

@@ -89,7 +89,7 @@ class RAG:
         self.generator = generator
         self.pipeline = pipeline
         self.retriever = retriever
-        self.breakers = breakers or BreakerRegistry()
+        self.breakers = breakers if breakers is not None else BreakerRegistry()
         self.fallback = ExtractiveAnswerer()
         self.warmed = False
 

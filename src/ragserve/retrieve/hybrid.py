@@ -63,7 +63,7 @@ class HybridRetriever:
         embed_breaker: CircuitBreaker | None = None,
     ) -> None:
         self._embedder = embedder
-        self._embed_breaker = embed_breaker or CircuitBreaker("embedder")
+        self._embed_breaker = embed_breaker if embed_breaker is not None else CircuitBreaker("embedder")
         self._store = store
         self._fusion = fusion
         self._max_query_chars = max_query_chars
