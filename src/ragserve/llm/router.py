@@ -312,4 +312,3 @@ def _interrupted(route: Route, exc: BaseException) -> LLMError:
     message = exc.message if isinstance(exc, RagserveError) else str(exc)
     error = LLMUnavailableError(f"{route.name} failed mid-answer: {message}", provider=route.name)
     return error
-
