@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install dev serve test lint format typecheck unit fuzz bench clean
+.PHONY: install dev serve test lint format typecheck unit fuzz demo-llm bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ test: lint typecheck
 format: dev
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
+
+# Fallback without an API key: a local fake model server failing 30% of calls plays two providers.
+DEMO_LLM_PORT ?= 8099
+DEMO_PROVIDERS = [{"name":"primary","kind":"openai","base_url":"http://127.0.0.1:$(DEMO_LLM_PORT)/v1","model":"fake-gpt","timeout_s":2},{"name":"backup","kind":"anthropic","base_url":"http://127.0.0.1:$(DEMO_LLM_PORT)","api_key":"demo","model":"fake-claude","weight":0,"timeout_s":2},{"name":"extractive","kind":"extractive"}]
+demo-llm: install
+	$(BIN)/ragserve ingest samples --collection default
+	@$(PY) -m ragserve.testing.fake_llm --port $(DEMO_LLM_PORT) --fail-rate 0.3 --latency 0.05 & \
+	fake=$$!; trap "kill $$fake" EXIT INT TERM; \
+	echo "ask: curl -s localhost:$(PORT)/v1/query -d '{\"query\":\"how do I change the port?\"}'  (see provider, failures)"; \
+	RAGSERVE_LLM_PROVIDERS='$(DEMO_PROVIDERS)' $(BIN)/ragserve serve --host $(HOST) --port $(PORT)
 
 # More generated cases than `make test` runs: RAGSERVE_FUZZ_EXAMPLES per operation and phase.
 fuzz: dev

@@ -285,11 +285,10 @@ class RAG:
 
     def _deadline(self, timeout_s: float | None) -> Deadline:
         self._check_service()
-        if timeout_s is not None and not 0 < timeout_s <= self.settings.max_request_timeout_s:
-            raise InvalidInputError(
-                f"timeout_s must be between 0 and {self.settings.max_request_timeout_s}", field="timeout_s"
-            )
-        return Deadline(timeout_s or self.settings.request_timeout_s)
+        if timeout_s is not None and not timeout_s > 0:
+            raise InvalidInputError("timeout_s must be positive", field="timeout_s")
+        # A request may ask for less time than the default, or more up to the operator's cap.
+        return Deadline(min(timeout_s or self.settings.request_timeout_s, self.settings.max_request_timeout_s))
 
     def maintenance(self) -> bool:
         """The operator's switch: RAGSERVE_MAINTENANCE, or a MAINTENANCE file in the shared data directory."""

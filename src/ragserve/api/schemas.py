@@ -69,7 +69,10 @@ class QueryRequest(SearchRequest):
     stream: bool = Field(default=False, description="answer as Server-Sent Events: sources, token..., done")
     use_cache: bool = Field(default=True, description="allow a cached answer (when a cache is configured)")
     timeout_s: float | None = Field(
-        default=None, gt=0, le=3600, description="this request's time budget (capped by RAGSERVE_MAX_REQUEST_TIMEOUT_S)"
+        default=None,
+        ge=0.1,
+        le=3600,
+        description="this request's time budget in seconds (at most RAGSERVE_MAX_REQUEST_TIMEOUT_S)",
     )
 
 
