@@ -129,13 +129,21 @@ async def build_rag(settings: Settings) -> RAG:
     pipeline = IngestPipeline(embedder, store, default_token_counter(), chunking)
     breakers = build_breakers(settings)
     retriever = HybridRetriever(
-        embedder, store, fusion_params(settings), settings.max_query_chars, embed_breaker=breakers.get("embedder")
+        embedder,
+        store,
+        fusion_params(settings),
+        settings.max_query_chars,
+        embed_breaker=breakers.get("embedder"),
+        store_breaker=breakers.get("vector_store"),
     )
+    generator = build_generator(settings, breakers)
+    for breaker in breakers:  # exported from the start, not only after a first transition
+        get_metrics().circuit_state.labels(dependency=breaker.name).set(breaker.state.value)
     return RAG(
         settings=settings,
         embedder=embedder,
         store=store,
-        generator=build_generator(settings, breakers),
+        generator=generator,
         pipeline=pipeline,
         retriever=retriever,
         breakers=breakers,

@@ -313,3 +313,45 @@ async def test_fifty_concurrent_requests_with_a_flaky_primary(
         f"answered by {sorted(answered_by)}; primary calls {primary.calls(CHAT)}, "
         f"secondary calls {secondary.calls(MESSAGES)}"
     )
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and line.split(" ")[0] != name:
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_failures_fallbacks_and_breakers_show_in_metrics(
+    rig_factory: Any, primary: FakeLLMServer, secondary: FakeLLMServer
+) -> None:
+    primary.set_default(status(500))
+    rig = await rig_factory(
+        {
+            "llm_providers": providers(primary, secondary),
+            "llm_retries": 0,
+            "breaker_failure_threshold": 2,
+            "llm_prices": {"secondary-model": {"prompt": 3.0, "completion": 15.0}},
+        }
+    )
+    before = (await rig.client.get("/metrics")).text
+    bodies = [(await rig.ask()).json() for _ in range(3)]
+    after = (await rig.client.get("/metrics")).text
+
+    def moved(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert moved("rag_llm_calls_total", provider="primary", outcome="llm_unavailable") == 2
+    assert moved("rag_llm_calls_total", provider="secondary", outcome="ok") == 3
+    assert metric(after, "rag_circuit_state", dependency="llm:primary") == 1  # open
+    usage = [b["usage"] for b in bodies]
+    assert moved("rag_llm_tokens_total", provider="secondary", kind="prompt") == sum(u["prompt_tokens"] for u in usage)
+    expected_cost = sum(u["prompt_tokens"] * 3.0 + u["completion_tokens"] * 15.0 for u in usage) / 1e6
+    assert moved("rag_cost_dollars_total", provider="secondary") == pytest.approx(expected_cost)
+    assert bodies[0]["cost_usd"] == pytest.approx(
+        (usage[0]["prompt_tokens"] * 3.0 + usage[0]["completion_tokens"] * 15.0) / 1e6
+    )
+    assert moved("rag_llm_latency_seconds_count", provider="secondary") == 3

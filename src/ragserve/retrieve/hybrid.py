@@ -61,9 +61,11 @@ class HybridRetriever:
         max_query_chars: int,
         *,
         embed_breaker: CircuitBreaker | None = None,
+        store_breaker: CircuitBreaker | None = None,
     ) -> None:
         self._embedder = embedder
         self._embed_breaker = embed_breaker if embed_breaker is not None else CircuitBreaker("embedder")
+        self._store_breaker = store_breaker if store_breaker is not None else CircuitBreaker("vector_store")
         self._store = store
         self._fusion = fusion
         self._max_query_chars = max_query_chars
@@ -119,7 +121,8 @@ class HybridRetriever:
         )
         started = time.perf_counter()
         with tracer().start_as_current_span("retrieve", attributes={"rag.mode": mode, "rag.top_k": k}) as span:
-            chunks = await self._store.search(query)
+            async with self._store_breaker.guard():
+                chunks = await self._store.search(query)
             span.set_attribute("rag.results", len(chunks))
         timings["retrieve"] = (time.perf_counter() - started) * 1000
         return Retrieval(chunks, mode, timings, degraded)
