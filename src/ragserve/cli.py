@@ -132,6 +132,13 @@ async def _ask(rag: RAG, args: argparse.Namespace) -> int:
         out.print("\n[bold]Sources[/]")
         for c in answer.citations:
             out.print(f"  [{c.number}] {c.title or c.document_id} ({c.source})", highlight=False)
+    if answer.failures or answer.degraded or answer.provider != "extractive":
+        note = f"answered by {answer.provider} ({answer.model})"
+        if answer.failures:
+            note += " after " + ", ".join(f"{f.provider}: {f.error}" for f in answer.failures)
+        if answer.degraded:
+            note += "; degraded: " + ", ".join(answer.degraded)
+        out.print(f"\n[dim]{note}[/]", highlight=False)
     return 0
 
 
