@@ -414,3 +414,25 @@ async def test_stream_yields_the_answer_in_pieces_then_the_generation(corpus: li
     assert all(isinstance(p, TokenDelta) for p in pieces) and len(pieces) > 3
     assert "".join(p.text for p in pieces if isinstance(p, TokenDelta)) == last.text
     assert last == await answerer.generate("Which port does the server listen on?", corpus)
+
+
+async def test_a_sentence_quoting_the_question_is_not_its_answer() -> None:
+    sources = [
+        chunk(1, 'The same question works without the server: ragserve query "Which file formats can I ingest?".'),
+        chunk(2, "ragserve ingests plain text, Markdown, HTML, PDF, Word, JSON and JSON Lines files."),
+    ]
+    generation = await ExtractiveAnswerer().generate("Which file formats can I ingest?", sources)
+    assert generation.text.startswith("ragserve ingests plain text")
+    assert generation.cited == [2]
+
+
+@pytest.mark.parametrize(
+    "family", [("ingest", "ingestion", "ingested"), ("collect", "collection"), ("suggest", "suggestion")]
+)
+def test_nouns_in_tion_meet_their_verbs(family: tuple[str, ...]) -> None:
+    assert len({stem(word) for word in family}) == 1
+
+
+def test_short_tion_words_keep_their_stems() -> None:
+    assert stem("question") != stem("quest")
+    assert stem("section") == "section"

@@ -244,7 +244,7 @@ _NOT_INFLECTED = _wordset("embed hundred imbed naked sacred shred wicked")
 _SUFFIXES = (
     ("ization", "", 3), ("isation", "", 3), ("ability", "", 3), ("ication", "i", 3),
     ("ational", "ate", 3), ("fulness", "", 3), ("iveness", "", 3), ("ically", "ic", 3),
-    ("ation", "", 3), ("ition", "", 3), ("ement", "", 3), ("ment", "", 4), ("ness", "", 3),
+    ("ation", "", 3), ("ition", "", 3), ("ction", "ct", 3), ("stion", "st", 4), ("ement", "", 3), ("ment", "", 4), ("ness", "", 3),
     ("izer", "", 3), ("iser", "", 3), ("ably", "", 3), ("ally", "al", 3), ("fully", "", 3),
     ("able", "", 3), ("ible", "", 3), ("ful", "", 3), ("less", "", 3), ("ity", "", 3),
     ("ive", "", 3), ("ize", "", 3), ("ise", "", 3), ("ous", "", 3), ("al", "", 5),
@@ -454,7 +454,9 @@ class ExtractiveAnswerer:
         q_terms = terms(question, question=True)
         if not q_terms:
             return []
-        candidates = _candidates(sources)
+        # A sentence that quotes the question ("try: ragserve query 'which formats?'") echoes it, not answers it.
+        echo = _normalized(question).rstrip("?")
+        candidates = [c for c in _candidates(sources) if len(echo) < 12 or echo not in _normalized(c.text)]
         on_subject = [c for c in candidates if c.terms & subject]
         candidates = on_subject or candidates
         q = _Question.of(question, Idf.from_term_sets((c.terms for c in candidates), vocabulary=q_terms))
@@ -496,6 +498,10 @@ class ExtractiveAnswerer:
             used += cost
         together = q.coverage(covered, frozenset().union(*(c.context for c in picked)))
         return picked if alone or together >= self.min_relevance else []
+
+
+def _normalized(text: str) -> str:
+    return _SPACES.sub(" ", text).strip().lower()
 
 
 def _informative(text: str) -> bool:
