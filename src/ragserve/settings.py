@@ -115,6 +115,16 @@ class Settings(BaseSettings):
     breaker_success_threshold: int = Field(default=2, ge=1, le=100)
     maintenance: bool = False  # or create `<data_dir>/MAINTENANCE`: every process sharing it follows
 
+    # Caches: in-process by default; with a Redis URL, Redis is shared L2 under the in-process L1.
+    redis_url: str | None = None  # redis://host:6379/0, rediss://…, or redis+cluster://host:7000
+    cache_ttl_s: float = Field(default=3600.0, gt=0)  # answers and retrievals
+    cache_timeout_ms: float = Field(default=20.0, gt=0, le=10_000)  # a slower cache is treated as down
+    cache_l1_entries: int = Field(default=10_000, ge=0)
+    cache_l1_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    semantic_cache: bool = True
+    semantic_threshold: float = Field(default=0.95, gt=0, le=1)
+    cache_warmup_queries: int = Field(default=0, ge=0, le=10_000)  # replay the N most frequent recent queries
+
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         if self.chunk_overlap * 2 >= self.chunk_tokens:
