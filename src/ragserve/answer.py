@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterator, Sequence
 
 from ragserve.llm.base import Generation
 from ragserve.observability.metrics import get_metrics
@@ -12,10 +14,20 @@ from ragserve.types import Answer, Citation, ProviderFailure
 SNIPPET_CHARS = 300
 
 
-def build_answer(retrieval: Retrieval, generation: Generation, generate_started: float, started: float) -> Answer:
+def build_answer(
+    retrieval: Retrieval,
+    generation: Generation,
+    generate_started: float,
+    started: float,
+    *,
+    extra_degraded: Sequence[str] = (),
+    cache_ms: float | None = None,
+) -> Answer:
     """The answer a caller gets: the generation's text, its markers turned into citations, timings, flags."""
     timings = dict(retrieval.timings_ms)
     timings["generate"] = (time.perf_counter() - generate_started) * 1000
+    if cache_ms is not None:
+        timings["cache"] = cache_ms
     timings["total"] = (time.perf_counter() - started) * 1000
     citations = []
     for n in generation.cited:
@@ -33,7 +45,7 @@ def build_answer(retrieval: Retrieval, generation: Generation, generate_started:
                 snippet=snippet(chunk.text),
             )
         )
-    degraded = list(dict.fromkeys([*retrieval.degraded, *generation.degraded]))
+    degraded = list(dict.fromkeys([*extra_degraded, *retrieval.degraded, *generation.degraded]))
     for mode in degraded:
         get_metrics().degraded.labels(mode=mode).inc()
     warnings = []
@@ -60,3 +72,11 @@ def build_answer(retrieval: Retrieval, generation: Generation, generate_started:
 def snippet(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rsplit(" ", 1)[0] + "…"
+
+
+_PIECE = re.compile(r"\s*\S+")
+
+
+def answer_pieces(text: str) -> Iterator[str]:
+    """A finished answer as the word-sized pieces a stream sends (a cached answer streams like a new one)."""
+    yield from _PIECE.findall(text)

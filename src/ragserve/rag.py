@@ -8,18 +8,23 @@ async with RAG.from_settings(Settings()) as rag:
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 from opentelemetry import trace
 
-from ragserve.answer import build_answer
+from ragserve.answer import answer_pieces, build_answer
+from ragserve.cache.query_cache import QueryCache, QueryParams
 from ragserve.embed.base import Embedder
 from ragserve.errors import (
+    CacheError,
     DeadlineExceededError,
     DependencyError,
     InvalidInputError,
@@ -32,6 +37,7 @@ from ragserve.ingest.parse import ParseFailure, parse_paths
 from ragserve.ingest.pipeline import IngestPipeline, IngestReport, ProgressCallback
 from ragserve.llm.base import Generation, LLMProvider, TokenDelta
 from ragserve.llm.extractive import ExtractiveAnswerer
+from ragserve.llm.prompt import PROMPT_VERSION
 from ragserve.observability.metrics import get_metrics
 from ragserve.observability.tracing import tracer
 from ragserve.resilience.breaker import BreakerRegistry
@@ -54,9 +60,11 @@ from ragserve.types import (
     QuerySources,
     QueryToken,
     Scope,
+    ScoredChunk,
     SearchMode,
 )
 
+log = logging.getLogger(__name__)
 _NAME = re.compile(NAME_PATTERN)
 MAINTENANCE_FILE = "MAINTENANCE"
 MAX_OFFSET = 2**62  # SQLite's integers are 64-bit
@@ -71,6 +79,26 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+@dataclass(slots=True)
+class CachedLookup:
+    answer: Answer | None = None
+    vector: np.ndarray | None = None
+    retrieval: Retrieval | None = None
+    degraded: list[str] = field(default_factory=list)
+    cache_ms: float | None = None
+
+
+def _served_from_cache(found: CachedLookup, started: float) -> Answer:
+    assert found.answer is not None
+    answer = found.answer
+    answer.timings_ms = {
+        "cache": round(found.cache_ms or 0.0, 3),
+        "total": round((time.perf_counter() - started) * 1000, 3),
+    }
+    answer.degraded = list(found.degraded)
+    return answer
+
+
 class RAG:
     def __init__(
         self,
@@ -82,6 +110,7 @@ class RAG:
         pipeline: IngestPipeline,
         retriever: HybridRetriever,
         breakers: BreakerRegistry | None = None,
+        query_cache: QueryCache | None = None,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
@@ -90,6 +119,9 @@ class RAG:
         self.pipeline = pipeline
         self.retriever = retriever
         self.breakers = breakers if breakers is not None else BreakerRegistry()
+        self.query_cache = query_cache
+        if query_cache is not None:
+            pipeline.on_written = self._invalidate
         self.fallback = ExtractiveAnswerer()
         self.warmed = False
 
@@ -140,8 +172,10 @@ class RAG:
 
     async def delete_document(self, document_id: str, scope: Scope | None = None) -> None:
         self._check_service()
-        if not await self.store.delete(scope or self.scope(), document_id):
+        scope = scope or self.scope()
+        if not await self.store.delete(scope, document_id):
             raise NotFoundError(f"document {document_id!r} not found")
+        await self._invalidate(scope, [document_id])
 
     async def get_document(self, document_id: str, scope: Scope | None = None) -> DocumentInfo:
         info = await self.store.get_document(scope or self.scope(), document_id)
@@ -181,17 +215,31 @@ class RAG:
         filters: Filters | None = None,
         mmr_lambda: float | None = None,
         candidates: int | None = None,
+        use_cache: bool = True,
     ) -> Retrieval:
         self._check_service()
-        return await self.retriever.retrieve(
+        scope = scope or self.scope()
+        params = self._params(top_k, mode, filters, None, ())
+        # Only the configured retrieval is cached: an evaluation's own depth or MMR is not.
+        cacheable = use_cache and self.query_cache is not None and mmr_lambda is None and candidates is None
+        key = None
+        if cacheable and self.query_cache is not None and isinstance(query, str):
+            started = time.perf_counter()
+            key, chunks = await self.query_cache.retrieval(scope, query, params)
+            if chunks is not None:
+                return Retrieval(chunks, params.mode, {"cache": round((time.perf_counter() - started) * 1000, 3)})
+        retrieval = await self.retriever.retrieve(
             query,
-            scope or self.scope(),
-            k=top_k or self.settings.top_k,
-            mode=mode or self.settings.search_mode,
+            scope,
+            k=params.top_k,
+            mode=params.mode,
             filters=filters,
             mmr_lambda=mmr_lambda if mmr_lambda is not None else self.settings.mmr_lambda,
             candidates=candidates,
         )
+        if key is not None and self.query_cache is not None and not retrieval.degraded:
+            await self.query_cache.store_retrieval(scope, key, retrieval.chunks)
+        return retrieval
 
     async def query(
         self,
@@ -204,24 +252,72 @@ class RAG:
         max_tokens: int | None = None,
         history: Sequence[ChatTurn] = (),
         timeout_s: float | None = None,
+        use_cache: bool = True,
     ) -> Answer:
         """Retrieve, then answer with citations, within one time budget.
 
         `history` is the conversation before `query`; `timeout_s` overrides the configured
-        budget up to `max_request_timeout_s`.
+        budget up to `max_request_timeout_s`; `use_cache=False` neither reads nor fills caches.
         """
         started = time.perf_counter()
         scope = scope or self.scope()
         deadline = self._deadline(timeout_s)
+        params = self._params(top_k, mode, filters, max_tokens, history)
         with (
             deadline_scope(deadline),
             tracer().start_as_current_span("rag.query", attributes={"rag.collection": scope.collection}),
         ):
-            retrieval = await self._retrieve(query, scope, top_k, mode, filters, history, deadline)
+            found = await self._cached(query, scope, params, deadline) if use_cache else CachedLookup()
+            if found.answer is not None:
+                return _served_from_cache(found, started)
+            retrieval = found.retrieval or await self._retrieve(query, scope, top_k, mode, filters, history, deadline)
             generate_started = time.perf_counter()
             with tracer().start_as_current_span("generate", attributes={"rag.provider": self.generator.name}):
                 generation = await self._generate(query, retrieval, max_tokens, history, deadline)
-            return build_answer(retrieval, generation, generate_started, started)
+            answer = build_answer(
+                retrieval, generation, generate_started, started, extra_degraded=found.degraded, cache_ms=found.cache_ms
+            )
+            if use_cache and self.query_cache is not None:
+                await self.query_cache.store(scope, query, params, self._generator_id, answer, found.vector)
+            return answer
+
+    @property
+    def _generator_id(self) -> str:
+        return f"{self.generator.name}:{self.generator.model}:{PROMPT_VERSION}"
+
+    def _params(
+        self,
+        top_k: int | None,
+        mode: SearchMode | None,
+        filters: Filters | None,
+        max_tokens: int | None,
+        history: Sequence[ChatTurn],
+    ) -> QueryParams:
+        return QueryParams(
+            mode or self.settings.search_mode, top_k or self.settings.top_k, filters, max_tokens, tuple(history)
+        )
+
+    async def _cached(self, query: str, scope: Scope, params: QueryParams, deadline: Deadline) -> CachedLookup:
+        """An exact or semantic hit, or what the lookup computed (vector, retrieval) for the miss to reuse."""
+        if self.query_cache is None:
+            return CachedLookup()
+        retrieval: Retrieval | None = None
+
+        async def embed() -> np.ndarray:
+            return await self.embedder.embed_query(query)
+
+        async def retrieve() -> list[ScoredChunk]:
+            nonlocal retrieval
+            retrieval = await self._retrieve(
+                query, scope, params.top_k, params.mode, params.filters, params.history, deadline
+            )
+            return retrieval.chunks
+
+        started = time.perf_counter()
+        found = await self.query_cache.lookup(scope, query, params, self._generator_id, embed=embed, retrieve=retrieve)
+        return CachedLookup(
+            found.answer, found.vector, retrieval, found.degraded, (time.perf_counter() - started) * 1000
+        )
 
     async def query_stream(
         self,
@@ -234,6 +330,7 @@ class RAG:
         max_tokens: int | None = None,
         history: Sequence[ChatTurn] = (),
         timeout_s: float | None = None,
+        use_cache: bool = True,
     ) -> AsyncGenerator[QueryEvent, None]:
         """The same answer as `query`, as events: `QuerySources`, `QueryToken`s, then `QueryDone`.
 
@@ -247,10 +344,22 @@ class RAG:
         # The consumer may step this generator from several tasks (a web server primes it in
         # the request and drains it in the response), so spans and the deadline are attached
         # per step, never across a `yield`: a context set in one task cannot be reset in another.
+        params = self._params(top_k, mode, filters, max_tokens, history)
         root = tracer().start_span("rag.query", attributes={"rag.collection": scope.collection})
         try:
             with trace.use_span(root, end_on_exit=False), deadline_scope(deadline):
-                retrieval = await self._retrieve(query, scope, top_k, mode, filters, history, deadline)
+                found = await self._cached(query, scope, params, deadline) if use_cache else CachedLookup()
+                if found.answer is None:
+                    retrieval = found.retrieval or await self._retrieve(
+                        query, scope, top_k, mode, filters, history, deadline
+                    )
+            if found.answer is not None:
+                answer = _served_from_cache(found, started)
+                yield QuerySources(answer.sources, dict(answer.timings_ms))
+                for piece in answer_pieces(answer.answer):
+                    yield QueryToken(piece)
+                yield QueryDone(answer)
+                return
             yield QuerySources(retrieval.chunks, {k: round(v, 3) for k, v in retrieval.timings_ms.items()})
             generate_started = time.perf_counter()
             generation: Generation | None = None
@@ -275,9 +384,24 @@ class RAG:
                     await close()  # a client that went away must not leave the provider's stream open
             if generation is None:
                 raise DependencyError(f"provider {self.generator.name!r} ended its stream without an answer")
-            yield QueryDone(build_answer(retrieval, generation, generate_started, started))
+            answer = build_answer(
+                retrieval, generation, generate_started, started, extra_degraded=found.degraded, cache_ms=found.cache_ms
+            )
+            if use_cache and self.query_cache is not None:
+                await self.query_cache.store(scope, query, params, self._generator_id, answer, found.vector)
+            yield QueryDone(answer)
         finally:
             root.end()
+
+    async def _invalidate(self, scope: Scope, document_ids: list[str]) -> None:
+        """Evict cached answers and searches built from these documents (a failure is logged, not raised:
+        hits are checked against the store before they are served, so nothing stale can come back)."""
+        if self.query_cache is None:
+            return
+        try:
+            await self.query_cache.invalidate(scope, document_ids)
+        except CacheError as exc:
+            log.warning("cache eviction failed for %d documents: %s", len(document_ids), exc.message)
 
     def _check_service(self) -> None:
         if self.maintenance():

@@ -208,6 +208,7 @@ class Answer:
     failures: list[ProviderFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # "no_citations", "invalid_citations"
     cost_usd: float | None = None
+    cache_similarity: float | None = None  # a semantic cache hit: how close the cached question was
 
 
 @dataclass(frozen=True, slots=True)

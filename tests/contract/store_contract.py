@@ -290,6 +290,20 @@ async def totals_span_every_tenant_and_collection(store: VectorStore) -> None:
     assert await store.totals() == CollectionStats(2, 4)
 
 
+async def live_chunks_are_the_current_versions_chunks(store: VectorStore) -> None:
+    await store.upsert(DOCS, [make_doc("a", "alpha walrus", "beta walrus"), make_doc("b", "gamma walrus")])
+    first = [c.chunk_id for c in await store.search(StoreQuery(DOCS, "keyword", 10, text="walrus"))]
+    assert len(first) == 3
+    assert await store.live_chunks(DOCS, first) == set(first)
+    await store.upsert(DOCS, [make_doc("a", "alpha changed")])  # a new version: new chunk ids
+    b_chunks = {c.chunk_id for c in await store.search(StoreQuery(DOCS, "keyword", 10, text="gamma"))}
+    assert await store.live_chunks(DOCS, first) == b_chunks
+    assert await store.live_chunks(OTHER_TENANT_DOCS, first) == set()  # never across tenants
+    await store.delete(DOCS, "b")
+    assert await store.live_chunks(DOCS, first) == set()
+    assert await store.live_chunks(DOCS, []) == set()
+
+
 async def list_collections_is_per_tenant(store: VectorStore) -> None:
     assert await store.list_collections("acme") == []
     for scope in (NOTES, DOCS, OTHER_TENANT_DOCS, Scope("globex", "archive")):
@@ -572,6 +586,7 @@ CONTRACT: tuple[Check, ...] = (
     get_document_returns_what_was_written,
     stats_count_documents_and_chunks,
     totals_span_every_tenant_and_collection,
+    live_chunks_are_the_current_versions_chunks,
     list_collections_is_per_tenant,
     tenants_never_see_each_other,
     collections_never_see_each_other,

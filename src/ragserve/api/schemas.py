@@ -129,6 +129,9 @@ class QueryResponse(BaseModel):
     provider: str
     model: str
     cached: Literal["exact", "semantic", "none"]
+    cache_similarity: float | None = Field(
+        default=None, description="on a semantic hit, the cached question's similarity"
+    )
     degraded: list[str]
     failures: list[ProviderFailurePublic] = Field(description="providers tried before the one that answered")
     warnings: list[str] = Field(description="no_citations: an answer citing nothing; invalid_citations")
@@ -148,6 +151,7 @@ class QueryResponse(BaseModel):
             provider=a.provider,
             model=a.model,
             cached=a.cached,
+            cache_similarity=a.cache_similarity,
             degraded=a.degraded,
             failures=[ProviderFailurePublic(provider=f.provider, error=f.error) for f in a.failures],
             warnings=a.warnings,

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ragserve.embed.base import Embedder
@@ -57,6 +57,7 @@ class IngestReport:
 
 
 ProgressCallback = Callable[[IngestProgress], None]
+WrittenCallback = Callable[[Scope, list[str]], Awaitable[None]]
 
 
 def content_hash(doc: ParsedDocument, fingerprint: str) -> str:
@@ -87,8 +88,10 @@ class IngestPipeline:
         chunking: ChunkingConfig,
         *,
         batch_chunks: int = 512,
+        on_written: WrittenCallback | None = None,
     ) -> None:
         self._embedder = embedder
+        self.on_written = on_written  # told which documents changed, after their write returned
         self._store = store
         self._counter = counter
         self._chunking = chunking
@@ -148,6 +151,9 @@ class IngestPipeline:
         if pending is not None:
             report.results.extend(await pending)
             self._advance(progress, pending_size, on_progress)
+        written = [r.id for r in report.results if r.status != "unchanged"]
+        if written and self.on_written is not None:
+            await self.on_written(scope, written)
         # Results in input order, so callers can pair them with what they sent.
         position = {doc_id: i for i, doc_id in enumerate(docs)}
         report.results.sort(key=lambda r: position[r.id])

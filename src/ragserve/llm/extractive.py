@@ -244,7 +244,8 @@ _NOT_INFLECTED = _wordset("embed hundred imbed naked sacred shred wicked")
 _SUFFIXES = (
     ("ization", "", 3), ("isation", "", 3), ("ability", "", 3), ("ication", "i", 3),
     ("ational", "ate", 3), ("fulness", "", 3), ("iveness", "", 3), ("ically", "ic", 3),
-    ("ation", "", 3), ("ition", "", 3), ("ction", "ct", 3), ("stion", "st", 4), ("ement", "", 3), ("ment", "", 4), ("ness", "", 3),
+    ("ation", "", 3), ("ition", "", 3), ("ction", "ct", 3), ("stion", "st", 4), ("ement", "", 3),
+    ("ment", "", 4), ("ness", "", 3),
     ("izer", "", 3), ("iser", "", 3), ("ably", "", 3), ("ally", "al", 3), ("fully", "", 3),
     ("able", "", 3), ("ible", "", 3), ("ful", "", 3), ("less", "", 3), ("ity", "", 3),
     ("ive", "", 3), ("ize", "", 3), ("ise", "", 3), ("ous", "", 3), ("al", "", 5),

@@ -61,6 +61,14 @@ class VectorStore(Protocol):
 
     async def stats(self, scope: Scope) -> CollectionStats: ...
 
+    async def live_chunks(self, scope: Scope, chunk_ids: Sequence[int]) -> set[int]:
+        """Those of `chunk_ids` that still exist in the scope.
+
+        Chunk ids are never reused (a changed document gets new ones), so a cached result is
+        current exactly when every chunk it was built from is still live.
+        """
+        ...
+
     async def totals(self) -> CollectionStats:
         """Documents and chunks across every tenant and collection (for gauges and /status)."""
         ...

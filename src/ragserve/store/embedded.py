@@ -461,6 +461,22 @@ class EmbeddedVectorStore:
 
         return self._query(run)
 
+    def live_chunks_sync(self, scope: Scope, chunk_ids: Sequence[int]) -> set[int]:
+        ids = [int(i) for i in chunk_ids]
+        if not ids:
+            return set()
+
+        def run(conn: sqlite3.Connection) -> set[int]:
+            cid = db.collection_id(conn, scope.tenant, scope.collection)
+            if cid is None:
+                return set()
+            rows = conn.execute(
+                f"SELECT id FROM chunks WHERE collection_id = ? AND id IN ({','.join('?' * len(ids))})", (cid, *ids)
+            )
+            return {row[0] for row in rows}
+
+        return self._query(run)
+
     def totals_sync(self) -> CollectionStats:
         docs, chunks = self._query(
             lambda conn: conn.execute("SELECT count(*), coalesce(sum(chunk_count), 0) FROM documents").fetchone()
@@ -499,6 +515,9 @@ class EmbeddedVectorStore:
 
     async def totals(self) -> CollectionStats:
         return await asyncio.to_thread(self.totals_sync)
+
+    async def live_chunks(self, scope: Scope, chunk_ids: Sequence[int]) -> set[int]:
+        return await asyncio.to_thread(self.live_chunks_sync, scope, chunk_ids)
 
     async def list_collections(self, tenant: str) -> list[str]:
         return await asyncio.to_thread(self.list_collections_sync, tenant)
