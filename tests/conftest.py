@@ -17,6 +17,7 @@ from ragserve.build import build_embedder
 from ragserve.rag import RAG
 from ragserve.settings import Settings
 from ragserve.testing.fake_llm import FakeLLMServer
+from ragserve.testing.redis_process import RedisProcess
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +57,38 @@ def fake_llm() -> Iterator[FakeLLMServer]:
     """A scripted OpenAI/Anthropic chat server on a free local port (`ragserve.testing.fake_llm`)."""
     with FakeLLMServer() as server:
         yield server
+
+
+# ------------------------------------------------------------------ Redis
+
+
+def _redis_process_or_skip() -> RedisProcess:
+    try:
+        return RedisProcess()
+    except FileNotFoundError:
+        pytest.skip("redis-server is not installed; install it (apt-get install redis-server) to run the Redis tests")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """The URL of a private redis-server shared by the session (never the machine's own on 6379).
+
+    Tests stay independent by using their own key prefix (`cache_prefix`); to kill or freeze
+    a server, use `redis_process`, which is a test's own.
+    """
+    with _redis_process_or_skip() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisProcess]:
+    """A private redis-server for this test alone: `.url`, `.kill()`, `.stop()`, `.start()` (same port, empty),
+    `.pause()` / `.resume()` (SIGSTOP / SIGCONT). Gone after the test."""
+    with _redis_process_or_skip() as server:
+        yield server
+
+
+@pytest.fixture
+def cache_prefix() -> str:
+    """A Redis key prefix no other test uses."""
+    return "t" + uuid.uuid4().hex[:12] + ":"

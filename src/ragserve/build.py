@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
+from ragserve.cache.base import Cache
+from ragserve.cache.memory import MemoryCache
+from ragserve.cache.query_cache import QueryCache, QueryParams
+from ragserve.cache.semantic import SemanticCache
 from ragserve.embed.base import Embedder
+from ragserve.embed.cached import CachedEmbedder
 from ragserve.errors import ConfigurationError
 from ragserve.ingest.chunk import ChunkingConfig, default_token_counter
 from ragserve.ingest.pipeline import IngestPipeline
@@ -34,6 +40,41 @@ def build_embedder(settings: Settings) -> Embedder:
         device=settings.embed_device,
         batch_size=settings.embed_batch_size,
         threads=settings.embed_threads,
+    )
+
+
+def build_cache(settings: Settings, breakers: BreakerRegistry) -> Cache:
+    """In-process by default; with RAGSERVE_REDIS_URL, Redis shared by every replica under the in-process L1."""
+    l1 = MemoryCache(settings.cache_l1_entries, settings.cache_l1_bytes)
+    if not settings.redis_url:
+        return l1
+    from ragserve.cache.redis import RedisCache
+    from ragserve.cache.tiered import TieredCache
+
+    l2 = RedisCache(settings.redis_url, timeout_ms=settings.cache_timeout_ms)
+    tiered: Cache = TieredCache(l1, l2, breaker=breakers.get("cache"))
+    return tiered
+
+
+def build_query_cache(settings: Settings, cache: Cache, store: VectorStore, embedder: Embedder) -> QueryCache:
+    semantic = SemanticCache(cache, threshold=settings.semantic_threshold) if settings.semantic_cache else None
+    # Everything configured that changes a result, so a configuration change never serves old results.
+    config = json.dumps(
+        {
+            "model": embedder.model_name,
+            "fusion": [settings.rrf_k, settings.dense_weight, settings.keyword_weight, settings.candidates],
+            "mmr": settings.mmr_lambda,
+            "ef": settings.hnsw_ef_search,
+        },
+        sort_keys=True,
+    )
+    return QueryCache(
+        cache,
+        ttl_s=settings.cache_ttl_s,
+        config=config,
+        live=store.live_chunks,
+        semantic=semantic,
+        semantic_params=QueryParams(settings.search_mode, settings.top_k),
     )
 
 
@@ -123,11 +164,13 @@ def fusion_params(settings: Settings) -> FusionParams:
 
 async def build_rag(settings: Settings) -> RAG:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    embedder = await asyncio.to_thread(build_embedder, settings)
+    breakers = build_breakers(settings)
+    cache = build_cache(settings, breakers)
+    model = await asyncio.to_thread(build_embedder, settings)
+    embedder = CachedEmbedder(model, cache)
     store = await asyncio.to_thread(build_store, settings, embedder)
     chunking = ChunkingConfig(max_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap)
     pipeline = IngestPipeline(embedder, store, default_token_counter(), chunking)
-    breakers = build_breakers(settings)
     retriever = HybridRetriever(
         embedder,
         store,
@@ -147,4 +190,5 @@ async def build_rag(settings: Settings) -> RAG:
         pipeline=pipeline,
         retriever=retriever,
         breakers=breakers,
+        query_cache=build_query_cache(settings, cache, store, embedder),
     )

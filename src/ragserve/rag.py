@@ -155,14 +155,14 @@ class RAG:
         self, paths: Iterable[str | Path], scope: Scope | None = None, *, on_progress: ProgressCallback | None = None
     ) -> IngestReport:
         """Parse files and directories; a bad file fails alone and the rest goes on."""
-        self._check_service()
+        self.check_service()
         parsed = await asyncio.to_thread(lambda: list(parse_paths(paths)))
         docs = [p for p in parsed if isinstance(p, ParsedDocument)]
         failures = [p for p in parsed if isinstance(p, ParseFailure)]
         return await self.pipeline.ingest(scope or self.scope(), docs, failures=failures, on_progress=on_progress)
 
     async def add_documents(self, documents: Sequence[DocumentInput], scope: Scope | None = None) -> IngestReport:
-        self._check_service()
+        self.check_service()
         return await self.pipeline.ingest(
             scope or self.scope(), [document_input_to_parsed(d, i) for i, d in enumerate(documents)]
         )
@@ -171,7 +171,7 @@ class RAG:
         return await self.pipeline.ingest(scope or self.scope(), documents)
 
     async def delete_document(self, document_id: str, scope: Scope | None = None) -> None:
-        self._check_service()
+        self.check_service()
         scope = scope or self.scope()
         if not await self.store.delete(scope, document_id):
             raise NotFoundError(f"document {document_id!r} not found")
@@ -217,7 +217,7 @@ class RAG:
         candidates: int | None = None,
         use_cache: bool = True,
     ) -> Retrieval:
-        self._check_service()
+        self.check_service()
         scope = scope or self.scope()
         params = self._params(top_k, mode, filters, None, ())
         # Only the configured retrieval is cached: an evaluation's own depth or MMR is not.
@@ -227,7 +227,8 @@ class RAG:
             started = time.perf_counter()
             key, chunks = await self.query_cache.retrieval(scope, query, params)
             if chunks is not None:
-                return Retrieval(chunks, params.mode, {"cache": round((time.perf_counter() - started) * 1000, 3)})
+                timings = {"cache": round((time.perf_counter() - started) * 1000, 3)}
+                return Retrieval(chunks, params.mode, timings, cached=True)
         retrieval = await self.retriever.retrieve(
             query,
             scope,
@@ -355,7 +356,7 @@ class RAG:
                     )
             if found.answer is not None:
                 answer = _served_from_cache(found, started)
-                yield QuerySources(answer.sources, dict(answer.timings_ms))
+                yield QuerySources(answer.sources, dict(answer.timings_ms), cached=answer.cached)
                 for piece in answer_pieces(answer.answer):
                     yield QueryToken(piece)
                 yield QueryDone(answer)
@@ -403,12 +404,13 @@ class RAG:
         except CacheError as exc:
             log.warning("cache eviction failed for %d documents: %s", len(document_ids), exc.message)
 
-    def _check_service(self) -> None:
+    def check_service(self) -> None:
+        """Raise MaintenanceError while the operator has switched the service to maintenance."""
         if self.maintenance():
             raise MaintenanceError("the service is in maintenance; try again later")
 
     def _deadline(self, timeout_s: float | None) -> Deadline:
-        self._check_service()
+        self.check_service()
         if timeout_s is not None and not timeout_s > 0:
             raise InvalidInputError("timeout_s must be positive", field="timeout_s")
         # A request may ask for less time than the default, or more up to the operator's cap.

@@ -225,6 +225,7 @@ class QuerySources:
 
     sources: list[ScoredChunk]
     timings_ms: dict[str, float]
+    cached: Literal["exact", "semantic", "none"] = "none"
 
 
 @dataclass(frozen=True, slots=True)

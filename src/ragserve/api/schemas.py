@@ -62,12 +62,12 @@ class SearchRequest(Strict):
     filters: dict[FilterKey, Scalar | FilterValues] | None = Field(
         default=None, description="metadata equality ({'k': v}) or membership ({'k': [v1, v2]})"
     )
+    use_cache: bool = Field(default=True, description="allow a cached result; false neither reads nor fills caches")
 
 
 class QueryRequest(SearchRequest):
     max_tokens: MaxTokens | None = Field(default=None, description="cap on the answer's length")
     stream: bool = Field(default=False, description="answer as Server-Sent Events: sources, token..., done")
-    use_cache: bool = Field(default=True, description="allow a cached answer (when a cache is configured)")
     timeout_s: float | None = Field(
         default=None,
         ge=0.1,

@@ -12,6 +12,14 @@ before it returns.
 
 Implementations raise `ragserve.errors.CacheError` when the backend cannot be reached; callers
 fail open (serve uncached) on it. Every implementation runs `tests/contract/test_cache_contract.py`.
+
+`ttl_s` must be positive and finite (ValueError otherwise). Give every entry that can go stale
+the tags of what it was built from: a replica may serve an *untagged* entry from its in-process
+copy without asking the shared cache (`TieredCache`), so untagged keys must name content that
+never changes under the same key (an embedding keyed by model and text).
+
+Implementations: `memory.MemoryCache` (in-process), `redis.RedisCache` (shared), and
+`tiered.TieredCache` (the first over the second, failing open when Redis is down).
 """
 
 from __future__ import annotations

@@ -78,12 +78,15 @@ class QueryCache:
         config: str,
         live: Callable[[Scope, list[int]], Awaitable[set[int]]],
         semantic: SemanticCache | None = None,
+        semantic_params: QueryParams | None = None,
     ) -> None:
         self.cache = cache
         self.live = live
         self.ttl_s = ttl_s
         self.config = config  # a fingerprint of everything configured that changes results
         self.semantic = semantic
+        # A rephrased question may reuse an answer only when everything else about it is the default.
+        self.semantic_params = semantic_params
 
     def _answer_key(self, scope: Scope, query: str, params: QueryParams, generator: str) -> str:
         return answer_key(
@@ -118,7 +121,7 @@ class QueryCache:
                 found.answer = answer
                 return found
         # The semantic cache answers a rephrasing only where the conversation cannot change the meaning.
-        if self.semantic is None or embed is None or retrieve is None or params.history or params.filters:
+        if self.semantic is None or embed is None or retrieve is None or params != self.semantic_params:
             return found
         found.vector = await embed()
 
@@ -151,7 +154,7 @@ class QueryCache:
         except CacheError as exc:
             self._failed("answer", exc, None)
             return
-        if self.semantic is not None and vector is not None and not params.history and not params.filters:
+        if self.semantic is not None and vector is not None and params == self.semantic_params:
             cited = sorted({c.document_id for c in answer.citations})
             self.semantic.remember(scope, query, vector, key, [c.document_id for c in answer.sources], cited)
 

@@ -28,10 +28,15 @@ class CachedEmbedder:
         self.cache = cache
         self.model_name = inner.model_name
         self.dimension = inner.dimension
+        self.max_tokens = inner.max_tokens
 
     @property
     def ready(self) -> bool:
         return bool(getattr(self.inner, "ready", True))
+
+    def __getattr__(self, name: str) -> object:
+        # Anything else (backend, device) is the wrapped model's: /status reports it through here.
+        return getattr(self.inner, name)
 
     async def embed_query(self, text: str) -> np.ndarray:
         key = embedding_key(self.model_name, text)

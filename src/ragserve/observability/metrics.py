@@ -37,6 +37,14 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # 1 ms to 30 s: a cache hit at the low end, a slow LLM answer near the request deadline.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
+# 50 µs to 1 s: an in-process hit at the low end, a Redis round trip near the cache timeout.
+CACHE_LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+# Bounded label values of the cache families; caches refuse other layer names when they are built.
+CACHE_LAYERS = frozenset({"l1", "l2", "semantic", "embedding"})
+CACHE_RESULTS = frozenset({"hit", "miss", "error", "stale"})
+EVICTION_REASONS = frozenset({"lru", "ttl", "tag", "size"})
+
 # The stage label stays bounded: timings under any other name are not recorded.
 STAGES = frozenset(
     {
@@ -70,6 +78,9 @@ class Metrics:
     circuit_state: Gauge
     stage_skipped: Counter
     degraded: Counter
+    cache_requests: Counter
+    cache_latency: Histogram
+    cache_evictions: Counter
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status)).inc()
@@ -143,6 +154,15 @@ def _create() -> Metrics:
         ),
         stage_skipped=Counter("rag_stage_skipped", "Stages skipped or cut short.", ["stage", "reason"]),
         degraded=Counter("rag_degraded", "Answers served in a degraded mode.", ["mode"]),
+        cache_requests=Counter(
+            "rag_cache_requests", "Cache lookups by layer and result, one per key.", ["layer", "result"]
+        ),
+        cache_latency=Histogram(
+            "rag_cache_latency_seconds", "Cache lookup latency by layer.", ["layer"], buckets=CACHE_LATENCY_BUCKETS
+        ),
+        cache_evictions=Counter(
+            "rag_cache_evictions", "Entries evicted from in-process caches, by reason.", ["reason"]
+        ),
     )
 
 

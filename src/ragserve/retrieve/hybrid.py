@@ -25,6 +25,7 @@ class Retrieval:
     mode: SearchMode  # the mode that ran: "keyword" when the embedder was down
     timings_ms: dict[str, float] = field(default_factory=dict)
     degraded: list[str] = field(default_factory=list)
+    cached: bool = False
 
 
 def validate_filters(filters: object) -> Filters | None:

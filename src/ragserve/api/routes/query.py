@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
 from ragserve.api.deps import RagDep, RequestId, SettingsDep
@@ -41,7 +41,9 @@ STREAM_DOC = (
     description="Answer a question from the collection's documents, with citations. " + STREAM_DOC,
     responses={200: {"content": {"text/event-stream": {"schema": SSE_SCHEMA}}}},
 )
-async def query(body: QueryRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep) -> Any:
+async def query(
+    body: QueryRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep, response: Response
+) -> Any:
     scope = rag.scope(body.collection)
     options: dict[str, Any] = {
         "top_k": body.top_k,
@@ -49,19 +51,28 @@ async def query(body: QueryRequest, rag: RagDep, request_id: RequestId, settings
         "filters": body.filters,
         "max_tokens": body.max_tokens,
         "timeout_s": body.timeout_s,
+        "use_cache": body.use_cache,
     }
     trace_id = current_trace_id()
     if not body.stream:
         answer = await rag.query(body.query, scope, **options)
         record_answer(settings, "/v1/query", body.query, answer)
+        response.headers["X-Cache"] = x_cache(answer.cached)
         return QueryResponse.from_answer(answer, request_id, trace_id)
     events = rag.query_stream(body.query, scope, **options)
     # Bad input fails here, before any event, so it still gets its 4xx status.
     first = await anext(events)
     on_done = partial(record_answer, settings, "/v1/query", body.query)
+    cached = first.cached if isinstance(first, QuerySources) else "none"
     return StreamingResponse(
-        _sse(first, events, request_id, trace_id, on_done), media_type="text/event-stream", headers=SSE_HEADERS
+        _sse(first, events, request_id, trace_id, on_done),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, "X-Cache": x_cache(cached)},
     )
+
+
+def x_cache(cached: str) -> str:
+    return "miss" if cached == "none" else f"hit-{cached}"
 
 
 async def _sse(
@@ -97,15 +108,17 @@ async def _sse(
 
 
 @router.post("/search")
-async def search(body: SearchRequest, rag: RagDep, request_id: RequestId) -> SearchResponse:
+async def search(body: SearchRequest, rag: RagDep, request_id: RequestId, response: Response) -> SearchResponse:
     result = await rag.search(
         body.query,
         rag.scope(body.collection),
         top_k=body.top_k,
         mode=body.mode,
         filters=body.filters,  # type: ignore[arg-type]
+        use_cache=body.use_cache,
     )
     get_metrics().observe_stages(result.timings_ms)
+    response.headers["X-Cache"] = "hit-exact" if result.cached else "miss"
     return SearchResponse(
         results=[SourcePublic.from_chunk(c) for c in result.chunks],
         mode=result.mode,

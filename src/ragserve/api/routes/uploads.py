@@ -56,6 +56,7 @@ async def upload_documents(
     ] = None,
     metadata: Annotated[str | None, Form(description="a JSON object merged into every document's metadata")] = None,
 ) -> UploadCompleted | JSONResponse:
+    rag.check_service()
     scope = rag.scope(collection)
     outcome = await uploads.receive(scope, files, _metadata(metadata))
     if isinstance(outcome, Job):
