@@ -19,11 +19,12 @@ what similarity and evidence alone would let through. The informative figures ar
 paraphrase hit rate (what the guard and evidence check cost) and "unrelated_near".
 
 `--split train` sweeps threshold x min_overlap and picks the setting with the most
-paraphrase hits and no false hit; `--split test` reports at the given setting (default: the
-library's defaults) and at the defaults. JSON on stdout, a markdown table on stderr.
+paraphrase hits and no false hit (else the fewest); every split reports at the library's
+defaults and at each `--setting THRESHOLD:MIN_OVERLAP` given. JSON on stdout, a markdown
+table on stderr.
 
     python bench/semantic_cache.py --split train --limit 300
-    python bench/semantic_cache.py --split test --threshold 0.9 --min-overlap 0.5
+    python bench/semantic_cache.py --split test --setting 0.97:0.5 --setting 0.92:0.5
 """
 
 from __future__ import annotations
@@ -415,7 +416,8 @@ async def prepare(args: argparse.Namespace, rag: RAG) -> tuple[list[Claim], list
         Trial(n, kind, rule, text, vector, float(vector @ claims[n].vector), polarity_conflict(text, claims[n].text))
         for vector, (n, kind, rule, text) in zip(vectors, variants, strict=True)
     ]
-    needed = [t for t in trials if t.similarity >= min(THRESHOLDS[0], args.threshold)]
+    lowest = min([THRESHOLDS[0], *(threshold for threshold, _ in args.setting)])
+    needed = [t for t in trials if t.similarity >= lowest]
     print(f"{len(claims)} claims, {len(trials)} variants; retrieving for {len(needed)}", file=sys.stderr, flush=True)
     for trial in needed:
         trial.evidence = await top_documents(trial.text)
@@ -542,32 +544,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["lowest_safe_threshold_at_default_overlap"] = min(
             (r["threshold"] for r in safe_at_default), default=None
         )
-    elif (args.threshold, args.min_overlap) != (DEFAULT_THRESHOLD, DEFAULT_MIN_OVERLAP):
-        result["at_chosen"] = await measured(args.threshold, args.min_overlap)
+    for threshold, min_overlap in args.setting:
+        result[f"at_{threshold:g}_{min_overlap:g}"] = await measured(threshold, min_overlap)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
 
 
 def markdown(result: dict[str, Any]) -> str:
+    """Kinds down, settings across: hits and rate per setting, the similarity spread once."""
+    settings = [result[k] for k in result if k.startswith("at_")]
+    heads = [f"t={m['threshold']:.2f} o={m['min_overlap']:.1f}" for m in settings]
     lines = [
         f"Semantic cache, SciFact {result['split']} claims ({result['claims']} claims, {result['variants']} variants)",
         "",
-        "| setting | kind | n | hits | rate | sim p10 / p50 / p90 |",
-        "|---|---|---|---|---|---|",
+        "| kind | n | similarity p10 / p50 / p90 | " + " | ".join(heads) + " |",
+        "|---|---|---|" + "---|" * len(heads),
     ]
-    for name in ("at_defaults", "at_chosen"):
-        if name not in result:
-            continue
-        measured = result[name]
-        setting = f"t={measured['threshold']:.2f}, overlap={measured['min_overlap']:.1f}"
-        for kind, v in measured["kinds"].items():
-            rate = v.get("hit_rate", v.get("false_hit_rate"))
-            s = v["similarity"]
-            lines.append(
-                f"| {setting} | {kind} | {v['n']} | {v['hits']} | {rate:.1%} | "
-                f"{s['p10']:.3f} / {s['p50']:.3f} / {s['p90']:.3f} |"
-            )
+    for kind, v in settings[0]["kinds"].items():
+        sim = v["similarity"]
+        cells = []
+        for m in settings:
+            hits = m["kinds"][kind]["hits"]
+            cells.append(f"{hits} ({hits / v['n']:.1%})")
+        lines.append(
+            f"| {kind} | {v['n']} | {sim['p10']:.3f} / {sim['p50']:.3f} / {sim['p90']:.3f} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
+
+
+def _setting(text: str) -> tuple[float, float]:
+    threshold, _, min_overlap = text.partition(":")
+    return float(threshold), float(min_overlap or DEFAULT_MIN_OVERLAP)
 
 
 def main() -> None:
@@ -577,8 +586,9 @@ def main() -> None:
     parser.add_argument("--collection", default="eval-scifact")
     parser.add_argument("--split", choices=("train", "test"), default="test")
     parser.add_argument("--limit", type=int, default=300, help="the first N claims of the split (0: all)")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="test: the setting to report")
-    parser.add_argument("--min-overlap", type=float, default=DEFAULT_MIN_OVERLAP, help="test: the setting to report")
+    parser.add_argument(
+        "--setting", type=_setting, action="append", default=[], help="THRESHOLD:MIN_OVERLAP to report (repeatable)"
+    )
     args = parser.parse_args()
     result = asyncio.run(run(args))
     json.dump(result, sys.stdout, indent=2)

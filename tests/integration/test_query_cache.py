@@ -148,3 +148,20 @@ async def test_query_embeddings_are_cached(shared_rag: RAG, collection: str) -> 
     finally:
         inner.embed_query = original
     assert calls == 1
+
+
+async def test_status_counts_cached_entries_and_metrics_count_hits(client: httpx.AsyncClient, collection: str) -> None:
+    before = (await client.get("/status")).json()["cache"]
+    metrics_before = (await client.get("/metrics")).text
+    await ask(client, collection)
+    await ask(client, collection)
+    after = (await client.get("/status")).json()["cache"]
+    assert after["enabled"] is True and after["backend"] == "memory"
+    assert after["entries"] > before["entries"]
+    metrics_after = (await client.get("/metrics")).text
+
+    def sample(text: str, labels: str) -> float:
+        line = next((x for x in text.splitlines() if x.startswith(f"rag_cache_requests_total{{{labels}}}")), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    assert sample(metrics_after, 'layer="l1",result="hit"') > sample(metrics_before, 'layer="l1",result="hit"')

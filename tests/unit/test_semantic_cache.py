@@ -167,6 +167,14 @@ async def test_same_key_in_two_scopes_stays_two_rows(cache: DictCache) -> None:
         ("10% of patients relapse.", "20% of patients relapse."),
         ("CD4 cells respond to the vaccine.", "CD8 cells respond to the vaccine."),
         ("Exercise increases insulin sensitivity.", "Exercise decreases insulin sensitivity."),
+        (
+            "Female students are bullied more than male students.",
+            "Male students are bullied more than female students.",
+        ),
+        (
+            "Cytochrome c moves from the cytosol to the mitochondria.",
+            "Cytochrome c moves from the mitochondria to the cytosol.",
+        ),
     ],
 )
 async def test_polarity_guard_blocks_negations_numbers_and_reversals(cache: DictCache, cached: str, new: str) -> None:
@@ -188,6 +196,12 @@ async def test_polarity_guard_blocks_negations_numbers_and_reversals(cache: Dict
         ("Caffeine does not increase heart rate.", "Caffeine doesn't raise heart rate."),
         ("1,000 patients were enrolled.", "Were 1000 patients enrolled?"),
         ("Five trials were stopped.", "5 trials were stopped."),
+        # A phrase moved to the front crosses no comparison; "less than 6" compares with a number.
+        ("Deaths happen in newborns aged less than 6 months.", "In newborns aged less than 6 months, deaths happen."),
+        (
+            "Cytochrome c moves from the cytosol to the mitochondria in apoptosis.",
+            "In apoptosis, cytochrome c moves from the cytosol to the mitochondria.",
+        ),
     ],
 )
 def test_polarity_guard_lets_paraphrases_through(cached: str, new: str) -> None:

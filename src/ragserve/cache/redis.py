@@ -28,8 +28,9 @@ flush never matches what a replica remembers; tiered caches rely on it (`fetch`)
 that expire, are deleted or invalidated; an entry Redis itself evicts under `maxmemory` stays
 counted until its TTL passes. Its bytes are not known cheaply, so they are reported as None.
 
-Run the cache's Redis with a `volatile-*` `maxmemory-policy` (or none): generations have no TTL,
-so they are never evicted then; under `allkeys-*` an evicted generation costs misses, never staleness.
+Needs Redis 7.0 or later (`PEXPIRE … GT`). Run the cache's Redis with a `volatile-*`
+`maxmemory-policy` (or none): generations have no TTL, so they are never evicted then; under
+`allkeys-*` an evicted generation costs misses, never staleness.
 """
 
 from __future__ import annotations

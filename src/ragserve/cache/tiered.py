@@ -16,9 +16,10 @@ Failing open. Every L2 call goes through `breaker` and a deadline. When L2 is do
 breaker open:
 - `get`/`get_many` answer a miss for anything whose freshness cannot be checked: a tagged L1
   entry is never served unverified. Untagged L1 entries are still served (they need no check).
-- `set` does not raise. A tagged value is not kept in L1 either: it would carry no generations
-  from L2, so no replica's invalidation could ever reach it; an untagged one is kept in L1 only.
-  The key's previous L1 copy is dropped in both cases.
+- `set` does not raise. A tagged value is not kept in L1 either: with no record in L2 to check
+  it against it could never be served, and serving it unchecked would miss invalidations made
+  on other replicas meanwhile. An untagged value is kept in L1 only. Either way the key's
+  previous L1 copy is dropped, so an older value never outlives a newer write here.
 - `invalidate_tags` and `delete` evict locally, then raise `CacheError`: other replicas and L2
   still hold the entries, so the caller must know (retry, or fail the write). The tags are also
   remembered and applied before this instance's next L2 call, which therefore fails (a miss)
@@ -130,10 +131,14 @@ class TieredCache:
         await self.l1.set(key, header + b"\n" + value, ttl_s=ttl_s, tags=tags)
 
     async def delete(self, *keys: str) -> None:
+        if not keys:
+            return
         await self.l1.delete(*keys)
         await self._l2_call(lambda: self.l2.delete(*keys), self.l2.slow_timeout_s)
 
     async def invalidate_tags(self, tags: Sequence[str]) -> int:
+        if not tags:
+            return 0
         await self.l1.invalidate_tags(tags)
         try:
             return await self._l2_call(lambda: self.l2.invalidate_tags(tags), self.l2.slow_timeout_s)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from ragserve import __version__
 from ragserve.api.deps import RagDep
 from ragserve.errors import RagserveError
+from ragserve.rag import RAG
 from ragserve.settings import Settings, public_summary
 
 router = APIRouter(tags=["health"])
@@ -64,6 +65,7 @@ async def status(request: Request, rag: RagDep) -> dict[str, Any]:
     except RagserveError as exc:
         counts = {"error": exc.message}
     return {
+        "cache": await _cache_status(rag),
         "version": __version__,
         "python": platform.python_version(),
         "packages": {name: _version(name) for name in REPORTED_PACKAGES},
@@ -76,6 +78,21 @@ async def status(request: Request, rag: RagDep) -> dict[str, Any]:
         "counts": counts,
         "configuration": public_summary(settings),
     }
+
+
+async def _cache_status(rag: RAG) -> dict[str, Any]:
+    if rag.query_cache is None:
+        return {"enabled": False}
+    cache = rag.query_cache.cache
+    status: dict[str, Any] = {"enabled": True, "backend": cache.name}
+    try:
+        stats = await cache.stats()
+        status |= {"entries": stats.entries, "bytes": stats.bytes}
+    except RagserveError as exc:
+        status["error"] = exc.message
+    semantic = rag.query_cache.semantic
+    status["semantic_entries"] = semantic.size() if semantic is not None else None
+    return status
 
 
 def _version(package: str) -> str | None:
