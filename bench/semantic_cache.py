@@ -14,17 +14,20 @@ a dict cache). Then every variant of it is looked up there:
   by embedding (often the dataset's own negated or contrasting twin: the hard case).
 
 The rule-made negations, reversals and number changes are caught by the text guard by
-construction (it looks for the very cues the rules add); their ablation (guards off) shows
-what similarity and evidence alone would let through. The informative figures are the
-paraphrase hit rate (what the guard and evidence check cost) and "unrelated_near".
+construction (it looks for the very cues the rules add); the "no_guard" ablation shows what
+similarity and evidence alone let through. The informative figures are the paraphrase hit
+rate (what the guard and the evidence check cost) and "unrelated_near": SciFact's own
+contrasting twins ("segmental aneuploidy is very common" / "... occurs infrequently").
+Nearest claims that say the same thing in other words are counted apart ("same_meaning").
 
-`--split train` sweeps threshold x min_overlap and picks the setting with the most
-paraphrase hits and no false hit (else the fewest); every split reports at the library's
-defaults and at each `--setting THRESHOLD:MIN_OVERLAP` given. JSON on stdout, a markdown
-table on stderr.
+`--tune` sweeps threshold x min_overlap x guard (`polarity_conflict`, `strict_conflict`)
+and picks the setting with the most paraphrase hits and no false hit (else the fewest);
+every run reports at the library's defaults and at each `--setting T[:O[:GUARD]]` given.
+Tune on the first 300 train claims; `--skip 300` gives train claims the tuning never saw.
+JSON on stdout, a markdown table on stderr.
 
-    python bench/semantic_cache.py --split train --limit 300
-    python bench/semantic_cache.py --split test --setting 0.97:0.5 --setting 0.92:0.5
+    python bench/semantic_cache.py --split train --limit 300 --tune
+    python bench/semantic_cache.py --split test --limit 0 --setting 0.97:0.5 --setting 0.9:0.5:strict
 """
 
 from __future__ import annotations
@@ -45,13 +48,14 @@ from typing import Any
 import numpy as np
 
 from ragserve.cache.base import CacheStats
+from ragserve.cache.polarity import polarity_conflict, strict_conflict
 from ragserve.cache.semantic import (
     DEFAULT_MIN_OVERLAP,
     DEFAULT_THRESHOLD,
     Entry,
+    Guard,
     SemanticCache,
     evidence_confirms,
-    polarity_conflict,
 )
 from ragserve.rag import RAG
 from ragserve.settings import Settings
@@ -62,9 +66,14 @@ KINDS = ("paraphrase", "negation", "reversal", "number", "unrelated", "unrelated
 # Pairs of SciFact claims that say the same thing in other words, judged by reading every
 # nearest-claim hit: a hit between them is right, so they are reported apart, not as false hits.
 SAME_MEANING = frozenset(
-    frozenset(pair) for pair in (("40", "349"), ("44", "45"), ("52", "53"), ("163", "167"), ("378", "540"))
+    frozenset(pair)
+    for pair in (
+        *(("40", "349"), ("44", "45"), ("52", "53"), ("163", "167"), ("378", "540")),  # first 300 train claims
+        *(("727", "728"), ("1135", "1137")),  # test claims
+    )
 )
 NEUTRAL = frozenset({SHOULD_HIT, "same_meaning"})
+GUARDS: dict[str, Guard] = {"polarity": polarity_conflict, "strict": strict_conflict, "none": lambda new, cached: None}
 THRESHOLDS = tuple(round(0.80 + 0.01 * i, 2) for i in range(20))
 OVERLAPS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 TOP_K = 5
@@ -300,8 +309,19 @@ class Trial:
     text: str
     vector: np.ndarray
     similarity: float
-    guard: str | None
+    guards: dict[str, str | None]  # guard name -> why it blocks this variant, None if it does not
     evidence: tuple[str, ...] | None = None  # the variant's top documents, fetched only when needed
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    threshold: float
+    min_overlap: float = DEFAULT_MIN_OVERLAP
+    guard: str = "polarity"
+
+    @property
+    def name(self) -> str:
+        return f"t={self.threshold:g} o={self.min_overlap:g} {self.guard}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,14 +348,12 @@ def load_claims(dataset: Path, split: str) -> tuple[dict[str, str], list[str]]:
     return texts, sorted(ids, key=int)
 
 
-def decide(
-    trial: Trial, entry: Entry, threshold: float, min_overlap: float, *, guards: bool = True, evidence: bool = True
-) -> bool:
+def decide(trial: Trial, entry: Entry, setting: Setting, *, evidence: bool = True) -> bool:
     """What SemanticCache.lookup decides for a one-row scope, as a pure function for the sweep and ablations."""
-    if trial.similarity < threshold or (guards and trial.guard is not None):
+    if trial.similarity < setting.threshold or trial.guards[setting.guard] is not None:
         return False
     assert trial.evidence is not None
-    return not evidence or evidence_confirms(entry, trial.evidence, min_overlap)
+    return not evidence or evidence_confirms(entry, trial.evidence, setting.min_overlap)
 
 
 def summarize(trials: Sequence[Trial], hits: Sequence[bool]) -> dict[str, Any]:
@@ -387,7 +405,7 @@ async def prepare(args: argparse.Namespace, rag: RAG) -> tuple[list[Claim], list
         return memo[text]
 
     texts, ids = load_claims(args.dataset, args.split)
-    ids = ids[: args.limit] if args.limit else ids
+    ids = ids[args.skip : args.skip + args.limit] if args.limit else ids[args.skip :]
     every_id = list(texts)
     every_vector = await rag.embedder.embed_documents([texts[i] for i in every_id])
     position = {claim_id: n for n, claim_id in enumerate(every_id)}
@@ -413,10 +431,18 @@ async def prepare(args: argparse.Namespace, rag: RAG) -> tuple[list[Claim], list
 
     vectors = await rag.embedder.embed_documents([text for *_, text in variants])
     trials = [
-        Trial(n, kind, rule, text, vector, float(vector @ claims[n].vector), polarity_conflict(text, claims[n].text))
+        Trial(
+            n,
+            kind,
+            rule,
+            text,
+            vector,
+            float(vector @ claims[n].vector),
+            {name: guard(text, claims[n].text) for name, guard in GUARDS.items()},
+        )
         for vector, (n, kind, rule, text) in zip(vectors, variants, strict=True)
     ]
-    lowest = min([THRESHOLDS[0], *(threshold for threshold, _ in args.setting)])
+    lowest = min([THRESHOLDS[0], *(setting.threshold for setting in args.setting)])
     needed = [t for t in trials if t.similarity >= lowest]
     print(f"{len(claims)} claims, {len(trials)} variants; retrieving for {len(needed)}", file=sys.stderr, flush=True)
     for trial in needed:
@@ -428,12 +454,12 @@ def entries_of(claims: Sequence[Claim]) -> list[Entry]:
     return [Entry(c.text, f"answer:{c.id}", c.evidence, c.evidence[:1], 0.0) for c in claims]
 
 
-async def run_cache(
-    claims: Sequence[Claim], trials: Sequence[Trial], threshold: float, min_overlap: float
-) -> list[bool]:
+async def run_cache(claims: Sequence[Claim], trials: Sequence[Trial], setting: Setting) -> list[bool]:
     """The real SemanticCache: each claim remembered in a scope of its own, each variant looked up there."""
     cache = DictCache()
-    semantic = SemanticCache(cache, threshold=threshold, min_overlap=min_overlap)
+    semantic = SemanticCache(
+        cache, threshold=setting.threshold, min_overlap=setting.min_overlap, guard=GUARDS[setting.guard]
+    )
     for claim in claims:
         key = f"answer:{claim.id}"
         await cache.set(key, claim.id.encode())
@@ -457,22 +483,22 @@ def sweep(claims: Sequence[Claim], trials: Sequence[Trial]) -> tuple[list[dict[s
     rows: list[dict[str, Any]] = []
     for threshold in THRESHOLDS:
         for min_overlap in OVERLAPS:
-            for guards in (True, False):
-                hits = [decide(t, entries[t.claim], threshold, min_overlap, guards=guards) for t in trials]
-                by_kind = summarize(trials, hits)
+            for guard in GUARDS:
+                setting = Setting(threshold, min_overlap, guard)
+                by_kind = summarize(trials, [decide(t, entries[t.claim], setting) for t in trials])
                 rows.append(
                     {
                         "threshold": threshold,
                         "min_overlap": min_overlap,
-                        "guards": guards,
+                        "guard": guard,
                         "paraphrase_hit_rate": paraphrase_rate(by_kind),
                         "false_hits": false_hits(by_kind),
                         "false_hits_by_kind": _false_by_kind(by_kind),
                     }
                 )
-    # No false hit if any setting allows; else the fewest. Then the most paraphrase hits, then the safer setting.
+    # No false hit if any setting allows, else the fewest; then the most paraphrase hits; then the safer setting.
     best = max(
-        (r for r in rows if r["guards"]),
+        (r for r in rows if r["guard"] != "none"),
         key=lambda r: (-r["false_hits"], r["paraphrase_hit_rate"], r["threshold"], r["min_overlap"]),
     )
     return rows, best
@@ -486,10 +512,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await rag.aclose()
 
-    async def measured(threshold: float, min_overlap: float) -> dict[str, Any]:
-        hits = await run_cache(claims, trials, threshold, min_overlap)
+    async def measured(setting: Setting) -> dict[str, Any]:
+        hits = await run_cache(claims, trials, setting)
         entries = entries_of(claims)
-        expected = [decide(t, entries[t.claim], threshold, min_overlap) for t in trials]
+        expected = [decide(t, entries[t.claim], setting) for t in trials]
         assert hits == expected, "SemanticCache.lookup disagrees with the sweep's pure decision"
         by_kind = summarize(trials, hits)
         wrong = [
@@ -504,17 +530,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if h and t.kind not in NEUTRAL
         ]
         missed = Counter(
-            "below_threshold" if t.similarity < threshold else "polarity" if t.guard else "evidence"
+            "below_threshold" if t.similarity < setting.threshold else t.guards[setting.guard] or "evidence"
             for t, h in zip(trials, hits, strict=True)
             if t.kind == SHOULD_HIT and not h
         )
+        unguarded = Setting(setting.threshold, setting.min_overlap, "none")
         ablations = {
-            name: summarize(trials, [decide(t, entries[t.claim], threshold, min_overlap, **flags) for t in trials])
-            for name, flags in (("no_guards", {"guards": False}), ("no_evidence_check", {"evidence": False}))
+            "no_guard": summarize(trials, [decide(t, entries[t.claim], unguarded) for t in trials]),
+            "no_evidence_check": summarize(
+                trials, [decide(t, entries[t.claim], setting, evidence=False) for t in trials]
+            ),
         }
+        blocked = [t for t in trials if t.guards[setting.guard]]
         return {
-            "threshold": threshold,
-            "min_overlap": min_overlap,
+            "threshold": setting.threshold,
+            "min_overlap": setting.min_overlap,
+            "guard": setting.guard,
             "kinds": by_kind,
             "ablations": {
                 name: {"paraphrase_hit_rate": paraphrase_rate(k), "false_hits_by_kind": _false_by_kind(k)}
@@ -523,29 +554,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "false_hits": false_hits(by_kind),
             "false_hit_examples": wrong[:20],
             "paraphrase_misses_by": dict(missed),
-            "guard_blocks_by_reason": dict(Counter(t.guard for t in trials if t.guard and t.kind != SHOULD_HIT)),
+            "guard_blocks_by_reason": dict(Counter(t.guards[setting.guard] for t in blocked if t.kind != SHOULD_HIT)),
             "paraphrases_blocked_by_guard": [
-                {"reason": t.guard, "claim": claims[t.claim].text, "variant": t.text}
-                for t in trials
-                if t.kind == SHOULD_HIT and t.guard
+                {"reason": t.guards[setting.guard], "claim": claims[t.claim].text, "variant": t.text}
+                for t in blocked
+                if t.kind == SHOULD_HIT
             ][:10],
         }
 
     result: dict[str, Any] = {"split": args.split, "claims": len(claims), "variants": len(trials)}
-    result["at_defaults"] = await measured(DEFAULT_THRESHOLD, DEFAULT_MIN_OVERLAP)
-    if args.split == "train":
+    result["at_defaults"] = await measured(Setting(DEFAULT_THRESHOLD))
+    if args.tune:
         rows, best = sweep(claims, trials)
-        result["chosen"] = {k: best[k] for k in ("threshold", "min_overlap")}
-        result["at_chosen"] = await measured(best["threshold"], best["min_overlap"])
-        result["sweep"] = [r for r in rows if r["min_overlap"] in (0.0, best["min_overlap"], DEFAULT_MIN_OVERLAP)]
-        safe_at_default = [
-            r for r in rows if r["guards"] and r["min_overlap"] == DEFAULT_MIN_OVERLAP and r["false_hits"] == 0
-        ]
-        result["lowest_safe_threshold_at_default_overlap"] = min(
-            (r["threshold"] for r in safe_at_default), default=None
-        )
-    for threshold, min_overlap in args.setting:
-        result[f"at_{threshold:g}_{min_overlap:g}"] = await measured(threshold, min_overlap)
+        chosen = Setting(best["threshold"], best["min_overlap"], best["guard"])
+        result["chosen"] = {"threshold": chosen.threshold, "min_overlap": chosen.min_overlap, "guard": chosen.guard}
+        result["at_chosen"] = await measured(chosen)
+        result["sweep"] = [r for r in rows if r["min_overlap"] in (0.0, chosen.min_overlap, DEFAULT_MIN_OVERLAP)]
+        for guard in ("polarity", "strict"):
+            safe = [r for r in rows if r["guard"] == guard and r["min_overlap"] == DEFAULT_MIN_OVERLAP]
+            result[f"lowest_safe_threshold_{guard}"] = min(
+                (r["threshold"] for r in safe if r["false_hits"] == 0), default=None
+            )
+    for setting in args.setting:
+        result[f"at_{setting.guard}_{setting.threshold:g}_{setting.min_overlap:g}"] = await measured(setting)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -553,7 +584,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     """Kinds down, settings across: hits and rate per setting, the similarity spread once."""
     settings = [result[k] for k in result if k.startswith("at_")]
-    heads = [f"t={m['threshold']:.2f} o={m['min_overlap']:.1f}" for m in settings]
+    heads = [f"t={m['threshold']:.2f} o={m['min_overlap']:.1f} {m['guard']}" for m in settings]
     lines = [
         f"Semantic cache, SciFact {result['split']} claims ({result['claims']} claims, {result['variants']} variants)",
         "",
@@ -574,9 +605,11 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _setting(text: str) -> tuple[float, float]:
-    threshold, _, min_overlap = text.partition(":")
-    return float(threshold), float(min_overlap or DEFAULT_MIN_OVERLAP)
+def _setting(text: str) -> Setting:
+    threshold, min_overlap, guard = [*text.split(":"), "", ""][:3]
+    if guard and guard not in GUARDS:
+        raise argparse.ArgumentTypeError(f"guard must be one of {', '.join(GUARDS)}")
+    return Setting(float(threshold), float(min_overlap or DEFAULT_MIN_OVERLAP), guard or "polarity")
 
 
 def main() -> None:
@@ -585,9 +618,15 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("/work/evaldata"), help="SciFact already ingested")
     parser.add_argument("--collection", default="eval-scifact")
     parser.add_argument("--split", choices=("train", "test"), default="test")
-    parser.add_argument("--limit", type=int, default=300, help="the first N claims of the split (0: all)")
+    parser.add_argument("--limit", type=int, default=300, help="at most N claims of the split (0: all)")
+    parser.add_argument("--skip", type=int, default=0, help="skip the first N claims (train: past the tuning set)")
+    parser.add_argument("--tune", action="store_true", help="sweep threshold x min_overlap x guard, pick the best")
     parser.add_argument(
-        "--setting", type=_setting, action="append", default=[], help="THRESHOLD:MIN_OVERLAP to report (repeatable)"
+        "--setting",
+        type=_setting,
+        action="append",
+        default=[],
+        help="THRESHOLD[:MIN_OVERLAP[:polarity|strict|none]] to report (repeatable)",
     )
     args = parser.parse_args()
     result = asyncio.run(run(args))

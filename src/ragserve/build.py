@@ -8,6 +8,7 @@ import logging
 
 from ragserve.cache.base import Cache
 from ragserve.cache.memory import MemoryCache
+from ragserve.cache.polarity import strict_conflict
 from ragserve.cache.query_cache import QueryCache, QueryParams
 from ragserve.cache.semantic import SemanticCache
 from ragserve.embed.base import Embedder
@@ -57,7 +58,13 @@ def build_cache(settings: Settings, breakers: BreakerRegistry) -> Cache:
 
 
 def build_query_cache(settings: Settings, cache: Cache, store: VectorStore, embedder: Embedder) -> QueryCache:
-    semantic = SemanticCache(cache, threshold=settings.semantic_threshold) if settings.semantic_cache else None
+    semantic = (
+        SemanticCache(
+            cache, threshold=settings.semantic_threshold, guard=strict_conflict, max_age_s=settings.cache_ttl_s
+        )
+        if settings.semantic_cache
+        else None
+    )
     # Everything configured that changes a result, so a configuration change never serves old results.
     config = json.dumps(
         {

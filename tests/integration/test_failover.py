@@ -84,7 +84,8 @@ class Rig:
         self.collection = collection
 
     async def ask(self, question: str = QUESTION, **extra: Any) -> httpx.Response:
-        body = {"query": question, "collection": self.collection, "use_cache": False, **extra}  # each ask reaches a model
+        # Uncached: every ask reaches a model.
+        body = {"query": question, "collection": self.collection, "use_cache": False, **extra}
         return await self.client.post("/v1/query", json=body)
 
     def breaker(self, name: str) -> BreakerState:

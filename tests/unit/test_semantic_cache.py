@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ragserve.cache.base import CacheStats
-from ragserve.cache.semantic import SemanticCache, polarity_conflict
+from ragserve.cache.polarity import polarity_conflict, strict_conflict
+from ragserve.cache.semantic import SemanticCache
 from ragserve.types import Scope
 
 ACME_DOCS = Scope("acme", "docs")
@@ -163,6 +164,7 @@ async def test_same_key_in_two_scopes_stays_two_rows(cache: DictCache) -> None:
         ("Biomaterials lack inductive properties.", "Biomaterials have inductive properties."),
         ("Aspirin has an effect on migraine.", "Aspirin has no effect on migraine."),
         ("Statins are effective in children.", "Statins are ineffective in children."),
+        ("Pyridostatin stabilizes the G-quadruplex.", "Pyridostatin destabilizes the G-quadruplex."),
         ("Which service listens on port 8000?", "Which service listens on port 9000?"),
         ("10% of patients relapse.", "20% of patients relapse."),
         ("CD4 cells respond to the vaccine.", "CD8 cells respond to the vaccine."),
@@ -183,7 +185,7 @@ async def test_polarity_guard_blocks_negations_numbers_and_reversals(cache: Dict
 
     # Even an identical vector: embeddings barely move when "not" is inserted.
     assert await semantic.lookup(ACME_DOCS, new, unit(1, 0, 0, 0), never_called) is None
-    assert semantic.outcomes["polarity"] == 1
+    assert semantic.outcomes["guard"] == 1
     assert polarity_conflict(new, cached) is not None
     assert polarity_conflict(cached, new) is not None
 
@@ -196,6 +198,11 @@ async def test_polarity_guard_blocks_negations_numbers_and_reversals(cache: Dict
         ("Caffeine does not increase heart rate.", "Caffeine doesn't raise heart rate."),
         ("1,000 patients were enrolled.", "Were 1000 patients enrolled?"),
         ("Five trials were stopped.", "5 trials were stopped."),
+        # "therapy" stands on both sides of the comparison, so it tells no side from the other.
+        (
+            "Monotherapy is more effective after 12 weeks of treatment compared to combination therapies.",
+            "Monotherapy is more effective after 12 weeks of therapy compared to combination therapies.",
+        ),
         # A phrase moved to the front crosses no comparison; "less than 6" compares with a number.
         ("Deaths happen in newborns aged less than 6 months.", "In newborns aged less than 6 months, deaths happen."),
         (
@@ -206,6 +213,15 @@ async def test_polarity_guard_blocks_negations_numbers_and_reversals(cache: Dict
 )
 def test_polarity_guard_lets_paraphrases_through(cached: str, new: str) -> None:
     assert polarity_conflict(new, cached) is None
+
+
+def test_strict_guard_refuses_swapped_words_but_not_added_ones() -> None:
+    cached = "Segmental aneuploidy is very common in domesticated yeast."
+
+    assert polarity_conflict("Segmental aneuploidy is very rare in domesticated yeast.", cached) is None
+    assert strict_conflict("Segmental aneuploidy is very rare in domesticated yeast.", cached) == "substitution"
+    assert strict_conflict("Is it true that segmental aneuploidy is very common in domesticated yeast?", cached) is None
+    assert strict_conflict("Segmental aneuploidy is not very common in domesticated yeast.", cached) == "negation"
 
 
 async def test_a_blocked_nearest_row_does_not_hide_a_compatible_one(cache: DictCache) -> None:

@@ -1,0 +1,122 @@
+"""A cached answer over HTTP: server-side latency and requests/s on one worker, next to uncached.
+
+One `ragserve serve` process (one worker, uvicorn + uvloop + httptools; in-process cache, or
+Redis under it with --redis-url). Server-side latency is what the server logs for each
+request (`latency_ms` of its JSON access line: routing, validation, cache, serialisation);
+throughput comes from `wrk` on loopback.
+
+    python bench/cached_query.py [--redis-url redis://127.0.0.1:6379/15] [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from http_overhead import DOCS, free_port, wrk
+
+CACHED = {"query": "which port does the server listen on", "collection": "bench"}
+UNCACHED = {**CACHED, "use_cache": False}
+
+
+def start(data_dir: Path, port: int, log: Path, redis_url: str | None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "RAGSERVE_DATA_DIR": str(data_dir), "RAGSERVE_LOG_FORMAT": "json"}
+    if redis_url:
+        env["RAGSERVE_REDIS_URL"] = redis_url
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ragserve.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
+        )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.25)
+    process.kill()
+    raise SystemExit(f"server did not become ready:\n{log.read_text(errors='replace')}")
+
+
+def server_latencies(log: Path, since: int) -> np.ndarray:
+    """`latency_ms` of the /v1/query access lines written after byte `since` of the log."""
+    values = []
+    with log.open("rb") as f:
+        f.seek(since)
+        for line in f:
+            if line.startswith(b"{"):
+                record = json.loads(line)
+                if record.get("event") == "request" and record.get("route") == "/v1/query":
+                    values.append(record["latency_ms"])
+    return np.asarray(values)
+
+
+def sequential(port: int, body: dict[str, Any], n: int, log: Path) -> dict[str, Any]:
+    mark = log.stat().st_size
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        headers = []
+        for _ in range(n):
+            r = client.post("/v1/query", json=body)
+            headers.append(r.headers.get("x-cache"))
+    time.sleep(0.5)  # the last access lines reach the log
+    latencies = server_latencies(log, mark)
+    return {
+        "requests": n,
+        "x_cache": {h: headers.count(h) for h in set(headers)},
+        "server_ms": {f"p{p}": float(np.percentile(latencies, p)) for p in (50, 95, 99)} if len(latencies) else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--wrk-seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--redis-url")
+    parser.add_argument("--models", type=Path, help="an exported model cache to reuse (a data dir's models/)")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="ragserve-cached-"))
+    if args.models:
+        (root / "models").symlink_to(args.models.resolve(), target_is_directory=True)
+    port, log = free_port(), root / "server.log"
+    server = start(root, port, log, args.redis_url)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        httpx.post(
+            f"{base}/v1/documents", json={"collection": "bench", "documents": DOCS}, timeout=120
+        ).raise_for_status()
+        httpx.post(f"{base}/v1/query", json=CACHED, timeout=30).raise_for_status()  # fills the cache
+        result: dict[str, Any] = {
+            "cache": "redis (L2) + in-process L1" if args.redis_url else "in-process",
+            "cached": sequential(port, CACHED, args.requests, log),
+            "uncached": sequential(port, UNCACHED, max(args.requests // 4, 100), log),
+            "wrk_cached": wrk(port, "/v1/query", CACHED, args.wrk_seconds, args.connections),
+            "wrk_uncached": wrk(port, "/v1/query", UNCACHED, args.wrk_seconds, args.connections),
+        }
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
