@@ -165,3 +165,26 @@ async def test_status_counts_cached_entries_and_metrics_count_hits(client: httpx
         return float(line.rsplit(" ", 1)[1]) if line else 0.0
 
     assert sample(metrics_after, 'layer="l1",result="hit"') > sample(metrics_before, 'layer="l1",result="hit"')
+
+
+async def test_a_rephrased_question_reuses_the_answer_but_a_negated_one_does_not(
+    shared_rag: RAG, collection: str
+) -> None:
+    scope = shared_rag.scope(collection)
+    await shared_rag.add_documents(
+        [DocumentInput(PORT_DOC["text"], id="port.md"), DocumentInput(OTHER_DOC["text"], id="otters.md")], scope
+    )
+    original = await shared_rag.query("Which port does the server listen on?", scope)
+    assert original.cached == "none"
+
+    rephrased = await shared_rag.query("Which port does the server listen on by default?", scope)
+    assert rephrased.cached == "semantic"
+    assert rephrased.cache_similarity is not None and rephrased.cache_similarity >= 0.90
+    assert rephrased.answer == original.answer
+
+    negated = await shared_rag.query("Which port does the server not listen on?", scope)
+    assert negated.cached == "none"
+    elsewhere = await shared_rag.query(
+        "Which port does the server listen on by default?", Scope("tenant-z", collection)
+    )
+    assert elsewhere.cached == "none"  # another tenant's scope holds no semantic entries of this one
