@@ -67,6 +67,7 @@ from ragserve.types import (
 log = logging.getLogger(__name__)
 _NAME = re.compile(NAME_PATTERN)
 MAINTENANCE_FILE = "MAINTENANCE"
+MAINTENANCE_CHECK_S = 0.5
 MAX_OFFSET = 2**62  # SQLite's integers are 64-bit
 
 
@@ -124,6 +125,8 @@ class RAG:
             pipeline.on_written = self._invalidate
         self.fallback = ExtractiveAnswerer()
         self.warmed = False
+        self._maintenance = False
+        self._maintenance_checked = -MAINTENANCE_CHECK_S
 
     @classmethod
     async def from_settings(cls, settings: Settings | None = None) -> RAG:
@@ -417,8 +420,17 @@ class RAG:
         return Deadline(min(timeout_s or self.settings.request_timeout_s, self.settings.max_request_timeout_s))
 
     def maintenance(self) -> bool:
-        """The operator's switch: RAGSERVE_MAINTENANCE, or a MAINTENANCE file in the shared data directory."""
-        return self.settings.maintenance or (self.settings.data_dir / MAINTENANCE_FILE).exists()
+        """The operator's switch: RAGSERVE_MAINTENANCE, or a MAINTENANCE file in the shared data directory.
+
+        The file is looked at no more than every `MAINTENANCE_CHECK_S`, not on every request.
+        """
+        if self.settings.maintenance:
+            return True
+        now = time.monotonic()
+        if now - self._maintenance_checked >= MAINTENANCE_CHECK_S:
+            self._maintenance_checked = now
+            self._maintenance = (self.settings.data_dir / MAINTENANCE_FILE).exists()
+        return self._maintenance
 
     async def _generate(
         self,

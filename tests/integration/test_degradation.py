@@ -14,7 +14,7 @@ import pytest
 from ragserve.api.app import create_app
 from ragserve.errors import EmbedderError
 from ragserve.llm.base import Generation, StreamItem, TokenDelta
-from ragserve.rag import MAINTENANCE_FILE, RAG
+from ragserve.rag import MAINTENANCE_CHECK_S, MAINTENANCE_FILE, RAG
 from ragserve.resilience.breaker import BreakerState, CircuitBreaker
 from ragserve.retrieve.hybrid import HybridRetriever
 from ragserve.types import ChatTurn, ScoredChunk
@@ -155,6 +155,7 @@ async def test_maintenance_switch_is_a_file_every_process_sees(
 ) -> None:
     flag = shared_rag.settings.data_dir / MAINTENANCE_FILE
     flag.touch()
+    await asyncio.sleep(MAINTENANCE_CHECK_S + 0.1)  # the file is looked at twice a second
     try:
         r = await client.post("/v1/query", json={"query": "Which port?", "collection": collection})
         assert r.status_code == 503
@@ -165,6 +166,7 @@ async def test_maintenance_switch_is_a_file_every_process_sees(
         assert (await client.get("/health/live")).status_code == 200
     finally:
         flag.unlink()
+    await asyncio.sleep(MAINTENANCE_CHECK_S + 0.1)
     r = await client.post("/v1/query", json={"query": "Which port?", "collection": collection})
     assert r.status_code == 200
     assert (await client.get("/health/ready")).status_code == 200

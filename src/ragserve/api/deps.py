@@ -11,22 +11,22 @@ from ragserve.rag import RAG
 from ragserve.settings import Settings
 
 
-def get_rag(request: Request) -> RAG:
+async def get_rag(request: Request) -> RAG:
     rag: RAG = request.app.state.rag
     return rag
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_uploads(request: Request) -> Uploads:
+async def get_uploads(request: Request) -> Uploads:
     uploads: Uploads = request.app.state.uploads
     return uploads
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 from fastapi.routing import iter_route_contexts
+from starlette.datastructures import State
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -83,6 +84,7 @@ class ObservabilityMiddleware:
             "status": status,
             "latency_ms": round(seconds * 1000, 3),
         }
+        fields.update(scope.get("state", {}).get("log_fields", {}))
         if quiet:
             self.log.debug("request", **fields)
         else:
@@ -115,21 +117,22 @@ def _match(scope: Scope) -> str:
     return partial or UNMATCHED
 
 
-def record_answer(settings: Settings, route: str, query: str, answer: Answer) -> None:
-    """Stage timings into `rag_stage_duration_seconds`, and one `answer` log line (query hashed)."""
+def record_answer(state: State, settings: Settings, query: str, answer: Answer) -> None:
+    """Stage timings into `rag_stage_duration_seconds`; what the answer was joins the request's access line.
+
+    One line per request, not two: the query (as a hash unless RAGSERVE_LOG_QUERIES), who
+    answered, whether it was cached or degraded, and the stage timings.
+    """
     get_metrics().observe_stages(answer.timings_ms)
-    structlog.stdlib.get_logger("ragserve.query").info(
-        "answer",
-        route=route,
+    state.log_fields = {
         **query_fields(query, settings),
-        provider=answer.provider,
-        answered=answer.answered,
-        citations=len(answer.citations),
-        sources=len(answer.sources),
-        cached=answer.cached,
-        degraded=answer.degraded,
-        timings_ms=answer.timings_ms,
-    )
+        "provider": answer.provider,
+        "answered": answer.answered,
+        "citations": len(answer.citations),
+        "cached": answer.cached,
+        "degraded": answer.degraded,
+        "timings_ms": answer.timings_ms,
+    }
 
 
 def record_stream_error(exc: BaseException) -> None:

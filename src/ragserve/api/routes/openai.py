@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from ragserve.api.deps import RagDep, RequestId, SettingsDep
@@ -49,7 +49,7 @@ async def list_models(rag: RagDep) -> ModelList:
     responses={200: {"content": {"text/event-stream": {"schema": event_schema()}}}},
 )
 async def chat_completions(
-    body: ChatCompletionRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep
+    body: ChatCompletionRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep, request: Request
 ) -> Any:
     question, history = conversation(body.messages)
     scope = await _collection_scope(rag, body.model)
@@ -58,7 +58,7 @@ async def chat_completions(
     created = int(time.time())
     if not body.stream:
         answer = await rag.query(question, scope, max_tokens=max_tokens, history=history)
-        record_answer(settings, ROUTE, question, answer)
+        record_answer(request.state, settings, question, answer)
         return ChatCompletion(
             id=completion_id,
             created=created,
@@ -71,7 +71,7 @@ async def chat_completions(
     events = rag.query_stream(question, scope, max_tokens=max_tokens, history=history)
     first = await anext(events)  # bad input fails here, with its status code
     include_usage = body.stream_options is not None and body.stream_options.include_usage
-    on_done = partial(record_answer, settings, ROUTE, question)
+    on_done = partial(record_answer, request.state, settings, question)
     chunks = _chunks(first, events, completion_id, created, body.model, include_usage, request_id, on_done)
     return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
 

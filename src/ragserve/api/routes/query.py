@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ragserve.api.deps import RagDep, RequestId, SettingsDep
@@ -42,7 +42,7 @@ STREAM_DOC = (
     responses={200: {"content": {"text/event-stream": {"schema": SSE_SCHEMA}}}},
 )
 async def query(
-    body: QueryRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep, response: Response
+    body: QueryRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep, request: Request, response: Response
 ) -> Any:
     scope = rag.scope(body.collection)
     options: dict[str, Any] = {
@@ -56,13 +56,13 @@ async def query(
     trace_id = current_trace_id()
     if not body.stream:
         answer = await rag.query(body.query, scope, **options)
-        record_answer(settings, "/v1/query", body.query, answer)
+        record_answer(request.state, settings, body.query, answer)
         response.headers["X-Cache"] = x_cache(answer.cached)
         return QueryResponse.from_answer(answer, request_id, trace_id)
     events = rag.query_stream(body.query, scope, **options)
     # Bad input fails here, before any event, so it still gets its 4xx status.
     first = await anext(events)
-    on_done = partial(record_answer, settings, "/v1/query", body.query)
+    on_done = partial(record_answer, request.state, settings, body.query)
     cached = first.cached if isinstance(first, QuerySources) else "none"
     return StreamingResponse(
         _sse(first, events, request_id, trace_id, on_done),
