@@ -123,7 +123,6 @@ class Settings(BaseSettings):
     cache_l1_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     semantic_cache: bool = True
     semantic_threshold: float = Field(default=0.90, gt=0, le=1)
-    cache_warmup_queries: int = Field(default=0, ge=0, le=10_000)  # replay the N most frequent recent queries
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
