@@ -62,6 +62,30 @@ def main() -> None:
             flush=True,
         )
 
+    print("\n## HTTP layer and cached answers (one worker, loopback)\n")
+    h = child("http_overhead.py")
+    seq = h["sequential"]
+    assert isinstance(seq, dict)
+    print(
+        f"HTTP overhead per query p50/p95/p99: {seq['http_overhead_ms']['p50']:.2f} / "
+        f"{seq['http_overhead_ms']['p95']:.2f} / {seq['http_overhead_ms']['p99']:.2f} ms\n"
+    )
+    c = child("cached_query.py")
+    print("| | server-side p50 / p95 ms | req/s (wrk -c8) |\n|---|---|---|")
+    for kind in ("cached", "uncached"):
+        row, load = c[kind], c[f"wrk_{kind}"]
+        assert isinstance(row, dict) and isinstance(load, dict)
+        ms = row["server_ms"]
+        print(f"| {kind} | {ms['p50']:.2f} / {ms['p95']:.2f} | {load['requests_per_s']:.0f} |", flush=True)
+    if (args.scifact / "queries.jsonl").exists():
+        print("\n## Semantic cache on SciFact claims (test split)\n")
+        done = subprocess.run(
+            [sys.executable, str(HERE / "semantic_cache.py"), "--split", "test", "--limit", "0"],
+            capture_output=True,
+            text=True,
+        )
+        print(done.stderr if done.returncode == 0 else f"skipped: {done.stderr.strip().splitlines()[-1:]}")
+
 
 if __name__ == "__main__":
     main()

@@ -615,7 +615,12 @@ def _setting(text: str) -> Setting:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=Path("../shared/data/scifact"))
-    parser.add_argument("--data-dir", type=Path, default=Path("/work/evaldata"), help="SciFact already ingested")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        help="where `ragserve eval` ingested SciFact (collection eval-scifact)",
+    )
     parser.add_argument("--collection", default="eval-scifact")
     parser.add_argument("--split", choices=("train", "test"), default="test")
     parser.add_argument("--limit", type=int, default=300, help="at most N claims of the split (0: all)")
