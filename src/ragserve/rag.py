@@ -274,7 +274,9 @@ class RAG:
             found = await self._cached(query, scope, params, deadline) if use_cache else CachedLookup()
             if found.answer is not None:
                 return _served_from_cache(found, started)
-            retrieval = found.retrieval or await self._retrieve(query, scope, top_k, mode, filters, history, deadline)
+            retrieval = found.retrieval or await self._retrieve(
+                query, scope, top_k, mode, filters, history, deadline, use_cache
+            )
             generate_started = time.perf_counter()
             with tracer().start_as_current_span("generate", attributes={"rag.provider": self.generator.name}):
                 generation = await self._generate(query, retrieval, max_tokens, history, deadline)
@@ -355,7 +357,7 @@ class RAG:
                 found = await self._cached(query, scope, params, deadline) if use_cache else CachedLookup()
                 if found.answer is None:
                     retrieval = found.retrieval or await self._retrieve(
-                        query, scope, top_k, mode, filters, history, deadline
+                        query, scope, top_k, mode, filters, history, deadline, use_cache
                     )
             if found.answer is not None:
                 answer = _served_from_cache(found, started)
@@ -459,11 +461,17 @@ class RAG:
         filters: Filters | None,
         history: Sequence[ChatTurn],
         deadline: Deadline,
+        use_cache: bool = True,
     ) -> Retrieval:
         try:
             async with asyncio.timeout(deadline.remaining()):
                 return await self.search(
-                    standalone_question(query, history), scope, top_k=top_k, mode=mode, filters=filters
+                    standalone_question(query, history),
+                    scope,
+                    top_k=top_k,
+                    mode=mode,
+                    filters=filters,
+                    use_cache=use_cache,
                 )
         except TimeoutError as exc:
             get_metrics().stage_skipped.labels(stage="retrieve", reason="deadline").inc()

@@ -156,7 +156,7 @@ def public_summary(settings: Settings) -> dict[str, Any]:
         if isinstance(raw, SecretStr):
             value = "***" if raw.get_secret_value() else None
         elif isinstance(value, str) and name.endswith("_url"):
-            value = re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", value)
+            value = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", value)
         elif value and _SECRET_NAME.search(name):
             value = "***"
         summary[name] = value

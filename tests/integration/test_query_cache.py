@@ -188,3 +188,12 @@ async def test_a_rephrased_question_reuses_the_answer_but_a_negated_one_does_not
         "Which port does the server listen on by default?", Scope("tenant-z", collection)
     )
     assert elsewhere.cached == "none"  # another tenant's scope holds no semantic entries of this one
+
+
+async def test_use_cache_false_neither_reads_nor_fills_any_cache(client: httpx.AsyncClient, collection: str) -> None:
+    await ask(client, collection, use_cache=False)
+    assert (await ask(client, collection)).headers["x-cache"] == "miss"  # no answer was stored
+    r = await client.post("/v1/search", json={"query": "sea otters", "collection": collection, "use_cache": False})
+    assert r.headers["x-cache"] == "miss"
+    again = await client.post("/v1/search", json={"query": "sea otters", "collection": collection})
+    assert again.headers["x-cache"] == "miss"  # nor a search
