@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ragserve.api.deps import RagDep, RequestId, SettingsDep
@@ -46,7 +46,8 @@ async def list_models(rag: RagDep) -> ModelList:
 @router.post(
     "/chat/completions",
     description="OpenAI chat completions over a collection (`model`), non-streamed or streamed.",
-    responses={200: {"content": {"text/event-stream": {"schema": event_schema()}}}},
+    response_model=None,
+    responses={200: {"model": ChatCompletion, "content": {"text/event-stream": {"schema": event_schema()}}}},
 )
 async def chat_completions(
     body: ChatCompletionRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep, request: Request
@@ -59,7 +60,7 @@ async def chat_completions(
     if not body.stream:
         answer = await rag.query(question, scope, max_tokens=max_tokens, history=history)
         record_answer(request.state, settings, question, answer)
-        return ChatCompletion(
+        completion = ChatCompletion(
             id=completion_id,
             created=created,
             model=body.model,
@@ -68,6 +69,7 @@ async def chat_completions(
             citations=[CitationPublic.model_validate(c, from_attributes=True) for c in answer.citations],
             provider=answer.provider,
         )
+        return Response(completion.model_dump_json(), media_type="application/json")
     events = rag.query_stream(question, scope, max_tokens=max_tokens, history=history)
     first = await anext(events)  # bad input fails here, with its status code
     include_usage = body.stream_options is not None and body.stream_options.include_usage

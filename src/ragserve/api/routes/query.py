@@ -39,11 +39,12 @@ STREAM_DOC = (
 @router.post(
     "/query",
     description="Answer a question from the collection's documents, with citations. " + STREAM_DOC,
-    responses={200: {"content": {"text/event-stream": {"schema": SSE_SCHEMA}}}},
+    response_model=None,
+    responses={200: {"model": QueryResponse, "content": {"text/event-stream": {"schema": SSE_SCHEMA}}}},
 )
 async def query(
-    body: QueryRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep, request: Request, response: Response
-) -> Any:
+    body: QueryRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep, request: Request
+) -> Response:
     scope = rag.scope(body.collection)
     options: dict[str, Any] = {
         "top_k": body.top_k,
@@ -57,8 +58,12 @@ async def query(
     if not body.stream:
         answer = await rag.query(body.query, scope, **options)
         record_answer(request.state, settings, body.query, answer)
-        response.headers["X-Cache"] = x_cache(answer.cached)
-        return QueryResponse.from_answer(answer, request_id, trace_id)
+        # Serialised once, straight from the model: FastAPI would validate it again first.
+        return Response(
+            QueryResponse.from_answer(answer, request_id, trace_id).model_dump_json(),
+            media_type="application/json",
+            headers={"X-Cache": x_cache(answer.cached)},
+        )
     events = rag.query_stream(body.query, scope, **options)
     # Bad input fails here, before any event, so it still gets its 4xx status.
     first = await anext(events)
