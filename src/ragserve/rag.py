@@ -22,6 +22,7 @@ from opentelemetry import trace
 
 from ragserve.answer import answer_pieces, build_answer
 from ragserve.cache.query_cache import QueryCache, QueryParams
+from ragserve.cache.recent import RecentQueries
 from ragserve.embed.base import Embedder
 from ragserve.errors import (
     CacheError,
@@ -121,6 +122,7 @@ class RAG:
         self.retriever = retriever
         self.breakers = breakers if breakers is not None else BreakerRegistry()
         self.query_cache = query_cache
+        self.recent = RecentQueries(settings.data_dir) if query_cache is not None else None
         if query_cache is not None:
             pipeline.on_written = self._invalidate
         self.fallback = ExtractiveAnswerer()
@@ -143,6 +145,8 @@ class RAG:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self.recent is not None:
+            await asyncio.to_thread(self.recent.save)
         await self.embedder.aclose()
         await self.store.aclose()
 
@@ -273,6 +277,7 @@ class RAG:
         ):
             found = await self._cached(query, scope, params, deadline) if use_cache else CachedLookup()
             if found.answer is not None:
+                self._remember(scope, query, params, found.answer)
                 return _served_from_cache(found, started)
             retrieval = found.retrieval or await self._retrieve(
                 query, scope, top_k, mode, filters, history, deadline, use_cache
@@ -285,6 +290,7 @@ class RAG:
             )
             if use_cache and self.query_cache is not None:
                 await self.query_cache.store(scope, query, params, self._generator_id, answer, found.vector)
+            self._remember(scope, query, params, answer)
             return answer
 
     @property
@@ -478,6 +484,27 @@ class RAG:
             raise DeadlineExceededError(
                 f"retrieval did not finish within the request's {deadline.budget_s:g}s budget"
             ) from exc
+
+    def _remember(self, scope: Scope, query: str, params: QueryParams, answer: Answer) -> None:
+        if self.recent is not None and answer.answered and params == self._default_params:
+            self.recent.record(scope, query)
+
+    @property
+    def _default_params(self) -> QueryParams:
+        return QueryParams(self.settings.search_mode, self.settings.top_k)
+
+    async def warm_caches(self, n: int) -> int:
+        """Ask the `n` most asked recent questions again, so their answers are cached; how many were asked."""
+        if self.recent is None or n <= 0:
+            return 0
+        asked = 0
+        for scope, query in await asyncio.to_thread(self.recent.top, n):
+            try:
+                await self.query(query, scope)
+                asked += 1
+            except RagserveError as exc:
+                log.warning("cache warm-up skipped a question: %s", exc.message)
+        return asked
 
     async def warm_up(self) -> None:
         """Run one throwaway retrieval and extractive answer, so the first real query pays no first-call costs.

@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     cache_l1_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     semantic_cache: bool = True
     semantic_threshold: float = Field(default=0.90, gt=0, le=1)
+    cache_warmup_queries: int = Field(default=0, ge=0, le=1000)  # replay the N most asked questions at start
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:

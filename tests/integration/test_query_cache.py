@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -197,3 +198,30 @@ async def test_use_cache_false_neither_reads_nor_fills_any_cache(client: httpx.A
     assert r.headers["x-cache"] == "miss"
     again = await client.post("/v1/search", json={"query": "sea otters", "collection": collection})
     assert again.headers["x-cache"] == "miss"  # nor a search
+
+
+async def test_warm_up_replays_the_most_asked_questions_into_the_cache(shared_rag: RAG, collection: str) -> None:
+    scope = shared_rag.scope(collection)
+    await shared_rag.add_documents([DocumentInput(PORT_DOC["text"], id="port.md")], scope)
+    assert shared_rag.recent is not None
+    await shared_rag.query(QUESTION, scope, use_cache=False)  # counted as asked, cached nowhere
+    shared_rag.recent.save()  # as a stopping process does
+
+    settings = shared_rag.settings.model_copy(update={"cache_warmup_queries": 50})
+    app = create_app(settings, rag=shared_rag)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
+    ):
+        assert (await c.get("/health/live")).status_code == 200
+        cache = shared_rag.query_cache
+        assert cache is not None
+        for _ in range(200):  # the warm-up runs in the background; look without filling anything
+            found = await cache.lookup(scope, QUESTION, shared_rag._default_params, shared_rag._generator_id)
+            if found.answer is not None:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the warm-up never cached the recent question")
+        r = await c.post("/v1/query", json={"query": QUESTION, "collection": collection})
+        assert r.headers["x-cache"] == "hit-exact"

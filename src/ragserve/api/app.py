@@ -88,8 +88,13 @@ async def _warm_up(rag: RAG, settings: Settings) -> None:
     """Readiness stays 503 until one query has run end to end (model loaded, indexes paged in)."""
     if not settings.warmup:
         rag.warmed = True
-        return
-    try:
-        await rag.warm_up()
-    except Exception:
-        log.exception("warm-up failed; /health/ready stays 503")
+    else:
+        try:
+            await rag.warm_up()
+        except Exception:
+            log.exception("warm-up failed; /health/ready stays 503")
+            return
+    if settings.cache_warmup_queries:
+        # After readiness: traffic is served meanwhile, and these only fill caches.
+        asked = await rag.warm_caches(settings.cache_warmup_queries)
+        log.info("cache warm-up asked %d recent questions", asked)
