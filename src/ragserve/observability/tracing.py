@@ -9,6 +9,7 @@ variable) is set; the exporter reads the standard `OTEL_*` variables itself.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 
@@ -21,7 +22,9 @@ _lock = threading.Lock()
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
+@functools.cache
 def tracer() -> Tracer:
+    # Made once, on first use: a proxy until `configure_tracing` installs the provider, then delegating to it.
     return trace.get_tracer("ragserve")
 
 
