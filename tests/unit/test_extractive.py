@@ -11,16 +11,8 @@ import pytest
 
 from ragserve.errors import ConfigurationError
 from ragserve.llm.base import Generation, LLMProvider, TokenDelta
-from ragserve.llm.extractive import (
-    MAX_UNIT_CHARS,
-    NO_ANSWER,
-    ExtractiveAnswerer,
-    Idf,
-    relevance,
-    split_sentences,
-    stem,
-    terms,
-)
+from ragserve.llm.extractive import NO_ANSWER, ExtractiveAnswerer, relevance
+from ragserve.llm.text import MAX_UNIT_CHARS, Idf, split_sentences, stem, terms
 from ragserve.types import ChatTurn, ScoredChunk
 
 PORT = (

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ragserve.llm.extractive import stem, terms
+from ragserve.llm.text import stem, terms
 
 
 def _words(text: str) -> tuple[str, ...]:
