@@ -40,7 +40,7 @@ from ragserve.llm.base import Generation, LLMProvider, TokenDelta
 from ragserve.llm.extractive import ExtractiveAnswerer
 from ragserve.llm.prompt import PROMPT_VERSION
 from ragserve.observability.metrics import get_metrics
-from ragserve.observability.tracing import tracer
+from ragserve.observability.tracing import stage_span, tracer
 from ragserve.resilience.breaker import BreakerRegistry
 from ragserve.resilience.deadline import Deadline, deadline_scope
 from ragserve.retrieve.conversation import standalone_question
@@ -273,7 +273,7 @@ class RAG:
         params = self._params(top_k, mode, filters, max_tokens, history)
         with (
             deadline_scope(deadline),
-            tracer().start_as_current_span("rag.query", attributes={"rag.collection": scope.collection}),
+            stage_span("rag.query", {"rag.collection": scope.collection}),
         ):
             found = await self._cached(query, scope, params, deadline) if use_cache else CachedLookup()
             if found.answer is not None:
@@ -283,7 +283,7 @@ class RAG:
                 query, scope, top_k, mode, filters, history, deadline, use_cache
             )
             generate_started = time.perf_counter()
-            with tracer().start_as_current_span("generate", attributes={"rag.provider": self.generator.name}):
+            with stage_span("generate", {"rag.provider": self.generator.name}):
                 generation = await self._generate(query, retrieval, max_tokens, history, deadline)
             answer = build_answer(
                 retrieval, generation, generate_started, started, extra_degraded=found.degraded, cache_ms=found.cache_ms
@@ -512,7 +512,7 @@ class RAG:
         It goes around the maintenance switch (a process started during maintenance must be
         ready when it ends) and does not call remote models (that would cost money per start).
         """
-        with tracer().start_as_current_span("rag.warm_up"):
+        with stage_span("rag.warm_up"):
             retrieval = await self.retriever.retrieve(
                 "warm-up query", self.scope(), k=self.settings.top_k, mode="hybrid"
             )

@@ -12,9 +12,11 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, format_trace_id
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, Tracer, format_trace_id
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _configured = False
@@ -26,6 +28,17 @@ ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_
 def tracer() -> Tracer:
     # Made once, on first use: a proxy until `configure_tracing` installs the provider, then delegating to it.
     return trace.get_tracer("ragserve")
+
+
+def stage_span(name: str, attributes: dict[str, Any] | None = None) -> AbstractContextManager[Span]:
+    """A child span for one stage, or nothing when the request's span is not being recorded.
+
+    Without a collector no span is recorded, and skipping the stage spans saves most of
+    tracing's cost; the request's own span still carries the trace id for logs.
+    """
+    if not trace.get_current_span().is_recording():
+        return nullcontext(INVALID_SPAN)
+    return tracer().start_as_current_span(name, attributes=attributes)
 
 
 def exporting() -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from ragserve.embed.base import Embedder
 from ragserve.errors import DependencyError, InvalidInputError
-from ragserve.observability.tracing import tracer
+from ragserve.observability.tracing import stage_span
 from ragserve.resilience.breaker import CircuitBreaker
 from ragserve.store.base import VectorStore
 from ragserve.types import SEARCH_MODES, Filters, FusionParams, Scope, ScoredChunk, SearchMode, StoreQuery
@@ -98,7 +98,7 @@ class HybridRetriever:
         if mode != "keyword":
             started = time.perf_counter()
             try:
-                with tracer().start_as_current_span("embed"):
+                with stage_span("embed"):
                     async with self._embed_breaker.guard():
                         vector = await self._embedder.embed_query(text)
             except DependencyError as exc:
@@ -121,7 +121,7 @@ class HybridRetriever:
             mmr_lambda=mmr_lambda,
         )
         started = time.perf_counter()
-        with tracer().start_as_current_span("retrieve", attributes={"rag.mode": mode, "rag.top_k": k}) as span:
+        with stage_span("retrieve", {"rag.mode": mode, "rag.top_k": k}) as span:
             async with self._store_breaker.guard():
                 chunks = await self._store.search(query)
             span.set_attribute("rag.results", len(chunks))

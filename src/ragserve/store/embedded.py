@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 
 from ragserve.errors import ConfigurationError, InvalidInputError, StoreError
-from ragserve.observability.tracing import tracer
+from ragserve.observability.tracing import stage_span
 from ragserve.retrieve.fusion import maximal_marginal_relevance, reciprocal_rank_fusion
 from ragserve.store import sqlite_state as db
 from ragserve.store import writer
@@ -236,16 +236,15 @@ class EmbeddedVectorStore:
             return []
         groups = db.filter_groups(q.filters)
         n = max(q.fusion.candidates, q.k)
-        spans = tracer()
         dense_hits: list[tuple[int, float]] = []
         keyword_hits: list[tuple[int, float]] = []
         if dense:
-            with spans.start_as_current_span("dense"):
+            with stage_span("dense"):
                 dense_hits = self._dense_hits(conn, cid, q.vector, groups, n)
         if keyword:
-            with spans.start_as_current_span("keyword"):
+            with stage_span("keyword"):
                 keyword_hits = self._keyword.search(q.text or "", cid, groups, n)
-        with spans.start_as_current_span("fuse"):
+        with stage_span("fuse"):
             fused = reciprocal_rank_fusion(
                 [
                     ([i for i, _ in dense_hits], q.fusion.dense_weight if keyword else 1.0),
