@@ -90,17 +90,6 @@ class CachedLookup:
     cache_ms: float | None = None
 
 
-def _served_from_cache(found: CachedLookup, started: float) -> Answer:
-    assert found.answer is not None
-    answer = found.answer
-    answer.timings_ms = {
-        "cache": round(found.cache_ms or 0.0, 3),
-        "total": round((time.perf_counter() - started) * 1000, 3),
-    }
-    answer.degraded = list(found.degraded)
-    return answer
-
-
 class RAG:
     def __init__(
         self,
@@ -277,21 +266,15 @@ class RAG:
         ):
             found = await self._cached(query, scope, params, deadline) if use_cache else CachedLookup()
             if found.answer is not None:
-                self._remember(scope, query, params, found.answer)
-                return _served_from_cache(found, started)
-            retrieval = found.retrieval or await self._retrieve(
-                query, scope, top_k, mode, filters, history, deadline, use_cache
-            )
+                return self._from_cache(scope, query, params, found, started)
+            retrieval = found.retrieval or await self._retrieve(query, scope, params, deadline, use_cache)
             generate_started = time.perf_counter()
             with stage_span("generate", {"rag.provider": self.generator.name}):
                 generation = await self._generate(query, retrieval, max_tokens, history, deadline)
             answer = build_answer(
                 retrieval, generation, generate_started, started, extra_degraded=found.degraded, cache_ms=found.cache_ms
             )
-            if use_cache and self.query_cache is not None:
-                await self.query_cache.store(scope, query, params, self._generator_id, answer, found.vector)
-            self._remember(scope, query, params, answer)
-            return answer
+            return await self._finish(scope, query, params, found, answer, use_cache)
 
     @property
     def _generator_id(self) -> str:
@@ -320,9 +303,7 @@ class RAG:
 
         async def retrieve() -> list[ScoredChunk]:
             nonlocal retrieval
-            retrieval = await self._retrieve(
-                query, scope, params.top_k, params.mode, params.filters, params.history, deadline
-            )
+            retrieval = await self._retrieve(query, scope, params, deadline)
             return retrieval.chunks
 
         started = time.perf_counter()
@@ -362,11 +343,9 @@ class RAG:
             with trace.use_span(root, end_on_exit=False), deadline_scope(deadline):
                 found = await self._cached(query, scope, params, deadline) if use_cache else CachedLookup()
                 if found.answer is None:
-                    retrieval = found.retrieval or await self._retrieve(
-                        query, scope, top_k, mode, filters, history, deadline, use_cache
-                    )
+                    retrieval = found.retrieval or await self._retrieve(query, scope, params, deadline, use_cache)
             if found.answer is not None:
-                answer = _served_from_cache(found, started)
+                answer = self._from_cache(scope, query, params, found, started)
                 yield QuerySources(answer.sources, dict(answer.timings_ms), cached=answer.cached)
                 for piece in answer_pieces(answer.answer):
                     yield QueryToken(piece)
@@ -399,11 +378,27 @@ class RAG:
             answer = build_answer(
                 retrieval, generation, generate_started, started, extra_degraded=found.degraded, cache_ms=found.cache_ms
             )
-            if use_cache and self.query_cache is not None:
-                await self.query_cache.store(scope, query, params, self._generator_id, answer, found.vector)
-            yield QueryDone(answer)
+            yield QueryDone(await self._finish(scope, query, params, found, answer, use_cache))
         finally:
             root.end()
+
+    def _from_cache(self, scope: Scope, query: str, params: QueryParams, found: CachedLookup, started: float) -> Answer:
+        assert found.answer is not None
+        answer = found.answer
+        total = (time.perf_counter() - started) * 1000
+        answer.timings_ms = {"cache": round(found.cache_ms or 0.0, 3), "total": round(total, 3)}
+        answer.degraded = list(found.degraded)
+        self._remember(scope, query, params, answer)
+        return answer
+
+    async def _finish(
+        self, scope: Scope, query: str, params: QueryParams, found: CachedLookup, answer: Answer, use_cache: bool
+    ) -> Answer:
+        """A freshly generated answer, cached (when allowed) and counted as asked."""
+        if use_cache and self.query_cache is not None:
+            await self.query_cache.store(scope, query, params, self._generator_id, answer, found.vector)
+        self._remember(scope, query, params, answer)
+        return answer
 
     async def _invalidate(self, scope: Scope, document_ids: list[str]) -> None:
         """Evict cached answers and searches built from these documents (a failure is logged, not raised:
@@ -459,24 +454,16 @@ class RAG:
             return generation
 
     async def _retrieve(
-        self,
-        query: str,
-        scope: Scope | None,
-        top_k: int | None,
-        mode: SearchMode | None,
-        filters: Filters | None,
-        history: Sequence[ChatTurn],
-        deadline: Deadline,
-        use_cache: bool = True,
+        self, query: str, scope: Scope, params: QueryParams, deadline: Deadline, use_cache: bool = True
     ) -> Retrieval:
         try:
             async with asyncio.timeout(deadline.remaining()):
                 return await self.search(
-                    standalone_question(query, history),
+                    standalone_question(query, params.history),
                     scope,
-                    top_k=top_k,
-                    mode=mode,
-                    filters=filters,
+                    top_k=params.top_k,
+                    mode=params.mode,
+                    filters=params.filters,
                     use_cache=use_cache,
                 )
         except TimeoutError as exc:
