@@ -26,6 +26,7 @@ task, but they are not guarded against threads.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -277,28 +278,22 @@ class BreakerRegistry:
         is_failure: Callable[[BaseException], bool] = is_dependency_failure,
     ) -> None:
         _validate(failure_threshold, reset_timeout_s, half_open_max_calls, success_threshold)
-        self._failure_threshold = failure_threshold
-        self._reset_timeout_s = reset_timeout_s
-        self._half_open_max_calls = half_open_max_calls
-        self._success_threshold = success_threshold
-        self._clock = clock
-        self._on_transition = on_transition
-        self._is_failure = is_failure
+        self._make = functools.partial(
+            CircuitBreaker,
+            failure_threshold=failure_threshold,
+            reset_timeout_s=reset_timeout_s,
+            half_open_max_calls=half_open_max_calls,
+            success_threshold=success_threshold,
+            clock=clock,
+            on_transition=on_transition,
+            is_failure=is_failure,
+        )
         self._breakers: dict[str, CircuitBreaker] = {}
 
     def get(self, name: str) -> CircuitBreaker:
         breaker = self._breakers.get(name)
         if breaker is None:
-            breaker = CircuitBreaker(
-                name,
-                failure_threshold=self._failure_threshold,
-                reset_timeout_s=self._reset_timeout_s,
-                half_open_max_calls=self._half_open_max_calls,
-                success_threshold=self._success_threshold,
-                clock=self._clock,
-                on_transition=self._on_transition,
-                is_failure=self._is_failure,
-            )
+            breaker = self._make(name)
             self._breakers[name] = breaker
         return breaker
 
