@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,33 +24,10 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from http_overhead import DOCS, free_port, wrk
+from http_overhead import DOCS, free_port, start_server, wrk
 
 CACHED = {"query": "which port does the server listen on", "collection": "bench"}
 UNCACHED = {**CACHED, "use_cache": False}
-
-
-def start(data_dir: Path, port: int, log: Path, redis_url: str | None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RAGSERVE_DATA_DIR": str(data_dir), "RAGSERVE_LOG_FORMAT": "json"}
-    if redis_url:
-        env["RAGSERVE_REDIS_URL"] = redis_url
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ragserve.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=data_dir,
-        )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.25)
-    process.kill()
-    raise SystemExit(f"server did not become ready:\n{log.read_text(errors='replace')}")
 
 
 def server_latencies(log: Path, since: int) -> np.ndarray:
@@ -96,7 +71,10 @@ def main() -> None:
     if args.models:
         (root / "models").symlink_to(args.models.resolve(), target_is_directory=True)
     port, log = free_port(), root / "server.log"
-    server = start(root, port, log, args.redis_url)
+    env = {"RAGSERVE_LOG_FORMAT": "json", "RAGSERVE_LOG_LEVEL": "info"}
+    if args.redis_url:
+        env["RAGSERVE_REDIS_URL"] = args.redis_url
+    server = start_server(root, port, log=log, env=env)
     try:
         base = f"http://127.0.0.1:{port}"
         httpx.post(

@@ -43,15 +43,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RAGSERVE_LOG_LEVEL": "warning", "RAGSERVE_DATA_DIR": str(data_dir)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ragserve.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=data_dir,
-    )
+def start_server(
+    data_dir: Path, port: int, *, log: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`ragserve serve` on `port` over `data_dir`, ready; its output goes to `log` (discarded without one)."""
+    environment = {**os.environ, "RAGSERVE_LOG_LEVEL": "warning", "RAGSERVE_DATA_DIR": str(data_dir), **(env or {})}
+    with open(log or os.devnull, "wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ragserve.cli", "serve", "--port", str(port)],
+            env=environment,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
+        )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
@@ -60,7 +64,7 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         except httpx.TransportError:
             time.sleep(0.25)
     process.kill()
-    raise SystemExit("server did not become ready")
+    raise SystemExit("server did not become ready" + (f":\n{log.read_text(errors='replace')}" if log else ""))
 
 
 def raw_request(path: str, body: dict[str, Any]) -> bytes:
