@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+from asgi import serve
 
-from ragserve.api.app import create_app
 from ragserve.rag import RAG
-from ragserve.settings import Settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -45,17 +43,6 @@ TANTIVY = {
     "metadata": {"team": "search", "lang": "de", "year": 2024},
 }
 CORPUS = [FAQ, STORAGE, TANTIVY]
-
-
-@asynccontextmanager
-async def serve(settings: Settings, rag: RAG) -> AsyncIterator[Client]:
-    app = create_app(settings, rag=rag)
-    # ASGITransport sends no lifespan events; run the app's lifespan so it sets app.state.rag.
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
-    ):
-        yield client
 
 
 @pytest.fixture(scope="session")

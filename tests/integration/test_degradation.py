@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from asgi import serve
 
-from ragserve.api.app import create_app
 from ragserve.errors import EmbedderError
 from ragserve.llm.base import Generation, StreamItem, TokenDelta
 from ragserve.rag import MAINTENANCE_CHECK_S, MAINTENANCE_FILE, RAG
@@ -26,11 +26,7 @@ DOCS = [{"id": "port.md", "text": "The server listens on port 8000 by default. T
 
 @pytest.fixture
 async def client(shared_rag: RAG, collection: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(shared_rag.settings, rag=shared_rag)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
-    ):
+    async with serve(shared_rag.settings, shared_rag) as c:
         r = await c.post("/v1/documents", json={"collection": collection, "documents": DOCS})
         assert r.status_code == 201, r.text
         yield c

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from asgi import serve
 
-from ragserve.api.app import create_app
 from ragserve.errors import StoreError
 from ragserve.rag import RAG
 from ragserve.settings import Settings
@@ -19,11 +19,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest.fixture
 async def client(shared_rag: RAG) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(shared_rag.settings, rag=shared_rag)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
-    ):
+    async with serve(shared_rag.settings, shared_rag) as c:
         await wait_ready(c)
         yield c
 
@@ -98,12 +94,8 @@ async def test_ready_waits_for_the_warm_up(make_data_dir: object) -> None:
         await real_warm_up()
 
     rag.warm_up = slow_warm_up  # type: ignore[method-assign]
-    app = create_app(rag.settings, rag=rag)
     try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
-        ):
+        async with serve(rag.settings, rag) as c:
             r = await c.get("/health/ready")
             assert r.status_code == 503
             assert r.json()["checks"]["warm_up"] == "not done"

@@ -15,19 +15,17 @@ import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from asgi import serve
 from fastapi.responses import StreamingResponse
 from servers import running_server
 
 from ragserve.api.app import create_app
 from ragserve.observability.logging import configure_logging
 from ragserve.rag import RAG
-from ragserve.settings import Settings
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
@@ -57,18 +55,6 @@ def increase(before: str, after: str, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-@asynccontextmanager
-async def serve(settings: Settings, rag: RAG, app: FastAPI | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    app = app or create_app(settings, rag=rag)
-    # The server error handler answers 500 and re-raises for the server to log; the transport must not raise it.
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-    ):
-        yield client
-
-
 @pytest.fixture
 def restore_root_logging() -> Iterator[None]:
     root = logging.getLogger()
@@ -86,7 +72,7 @@ async def test_metrics_exposition_passes_promtool(shared_rag: RAG, collection: s
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not on PATH (Debian: apt-get install prometheus)")
-    async with serve(shared_rag.settings, shared_rag) as client:
+    async with serve(shared_rag.settings, shared_rag, raise_app_exceptions=False) as client:
         r = await client.post("/v1/documents", json={"collection": collection, "documents": [{"text": "Otters."}]})
         assert r.status_code == 201, r.text
         await client.post("/v1/search", json={"query": "otters", "collection": collection})
@@ -109,7 +95,7 @@ async def test_metrics_exposition_passes_promtool(shared_rag: RAG, collection: s
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_request_counters_move_by_exactly_the_requests_made(shared_rag: RAG, collection: str) -> None:
-    async with serve(shared_rag.settings, shared_rag) as client:
+    async with serve(shared_rag.settings, shared_rag, raise_app_exceptions=False) as client:
         before = (await client.get("/metrics")).text
         for _ in range(3):
             assert (await client.get("/health/live")).status_code == 200
@@ -153,7 +139,7 @@ async def test_an_unhandled_error_is_a_counted_and_logged_500(shared_rag: RAG, r
         raise RuntimeError("the Bearer abc.def token leaked into an exception")
 
     stream = io.StringIO()
-    async with serve(shared_rag.settings, shared_rag, app) as client:
+    async with serve(shared_rag.settings, shared_rag, app, raise_app_exceptions=False) as client:
         configure_logging(shared_rag.settings.model_copy(update={"log_format": "json"}), stream=stream)
         before = (await client.get("/metrics")).text
         r = await client.get("/v1/boom/1", headers={"X-Request-ID": "boom-1"})
@@ -188,7 +174,7 @@ async def test_latency_runs_to_the_end_of_a_streamed_body(shared_rag: RAG, resto
         return StreamingResponse(chunks(), media_type="text/plain")
 
     stream = io.StringIO()
-    async with serve(shared_rag.settings, shared_rag, app) as client:
+    async with serve(shared_rag.settings, shared_rag, app, raise_app_exceptions=False) as client:
         configure_logging(shared_rag.settings.model_copy(update={"log_format": "json"}), stream=stream)
         before = (await client.get("/metrics")).text
         r = await client.get("/v1/slow-stream", headers={"X-Request-ID": "slow-1"})
@@ -209,7 +195,7 @@ async def test_access_log_is_one_json_line_with_ids_and_no_raw_query(
     secret_query = "zebra-quokka-7781 what is the meaning of the marmalade protocol?"
     stream = io.StringIO()
     settings = shared_rag.settings.model_copy(update={"log_format": "json", "log_level": "debug"})
-    async with serve(settings, shared_rag) as client:
+    async with serve(settings, shared_rag, raise_app_exceptions=False) as client:
         configure_logging(settings, stream=stream)
         r = await client.post(
             "/v1/query",

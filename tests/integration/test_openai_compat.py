@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import openai
 import pytest
+from asgi import serve
 
-from ragserve.api.app import create_app
 from ragserve.rag import RAG
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -22,12 +21,7 @@ DOCS = [
 
 @pytest.fixture
 async def sdk(shared_rag: RAG, collection: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    app = create_app(shared_rag.settings, rag=shared_rag)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as http,
-    ):
+    async with serve(shared_rag.settings, shared_rag) as http:
         r = await http.post("/v1/documents", json={"collection": collection, "documents": DOCS})
         assert r.status_code == 201, r.text
         client = openai.AsyncOpenAI(base_url="http://test/v1", api_key="not-needed", http_client=http, max_retries=0)

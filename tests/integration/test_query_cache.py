@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from asgi import serve
 from sse_reader import parse_sse
 
-from ragserve.api.app import create_app
 from ragserve.rag import RAG
 from ragserve.types import DocumentInput, Scope
 
@@ -25,11 +25,7 @@ QUESTION = "Which port does the server listen on?"
 
 @pytest.fixture
 async def client(shared_rag: RAG, collection: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(shared_rag.settings, rag=shared_rag)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
-    ):
+    async with serve(shared_rag.settings, shared_rag) as c:
         r = await c.post("/v1/documents", json={"collection": collection, "documents": [PORT_DOC, OTHER_DOC]})
         assert r.status_code == 201, r.text
         yield c
@@ -208,11 +204,7 @@ async def test_warm_up_replays_the_most_asked_questions_into_the_cache(shared_ra
     shared_rag.recent.save()  # as a stopping process does
 
     settings = shared_rag.settings.model_copy(update={"cache_warmup_queries": 50})
-    app = create_app(settings, rag=shared_rag)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
-    ):
+    async with serve(settings, shared_rag) as c:
         assert (await c.get("/health/live")).status_code == 200
         cache = shared_rag.query_cache
         assert cache is not None

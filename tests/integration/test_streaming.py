@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
+from asgi import serve
 from sse_reader import parse_sse
 
-from ragserve.api.app import create_app
 from ragserve.errors import DependencyError
 from ragserve.llm.base import Generation, StreamItem, TokenDelta
 from ragserve.rag import RAG
@@ -25,11 +25,7 @@ DOCS = [
 
 @pytest.fixture
 async def client(shared_rag: RAG, collection: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(shared_rag.settings, rag=shared_rag)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
-    ):
+    async with serve(shared_rag.settings, shared_rag) as c:
         r = await c.post("/v1/documents", json={"collection": collection, "documents": DOCS})
         assert r.status_code == 201, r.text
         yield c

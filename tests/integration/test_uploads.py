@@ -14,16 +14,15 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import docx
 import httpx
 import pytest
+from asgi import serve
 from reportlab.pdfgen import canvas
 
-from ragserve.api.app import create_app
 from ragserve.ingest.jobs import Job
 from ragserve.ingest.jobs_sqlite import SQLiteJobStore
 from ragserve.ingest.upload import SUPPORTED_FORMATS
@@ -60,16 +59,6 @@ def make_docx(heading: str, text: str) -> bytes:
 
 def settings_for(rag: RAG, data_dir: Path, **overrides: Any) -> Settings:
     return rag.settings.model_copy(update={"data_dir": data_dir, **overrides})
-
-
-@asynccontextmanager
-async def serve(settings: Settings, rag: RAG) -> AsyncIterator[Client]:
-    app = create_app(settings, rag=rag)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
-    ):
-        yield client
 
 
 @pytest.fixture
