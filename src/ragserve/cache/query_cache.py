@@ -65,7 +65,6 @@ class Lookup:
 
     answer: Answer | None = None
     vector: np.ndarray | None = None
-    retrieved: list[ScoredChunk] | None = None
     degraded: list[str] = field(default_factory=list)
 
 
@@ -126,8 +125,7 @@ class QueryCache:
         found.vector = await embed()
 
         async def evidence() -> list[str]:
-            found.retrieved = await retrieve()
-            return [c.document_id for c in found.retrieved]
+            return [c.document_id for c in await retrieve()]
 
         try:
             hit = await self.semantic.lookup(scope, query, found.vector, evidence)

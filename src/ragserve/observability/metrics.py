@@ -107,10 +107,6 @@ def get_metrics() -> Metrics:
     return _metrics
 
 
-def observe_stage_timings(timings_ms: Mapping[str, float]) -> None:
-    get_metrics().observe_stages(timings_ms)
-
-
 def _create() -> Metrics:
     if os.environ.get(MULTIPROC_ENV) and not getattr(values.ValueClass, "_multiprocess", False):
         # prometheus_client picks its value storage when first imported. If that happened in

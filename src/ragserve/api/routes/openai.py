@@ -33,7 +33,6 @@ from ragserve.errors import InvalidInputError, NotFoundError
 from ragserve.rag import RAG
 from ragserve.types import Answer, ChatTurn, QueryDone, QueryEvent, QuerySources, QueryToken, Scope
 
-ROUTE = "/v1/chat/completions"
 router = APIRouter(prefix="/v1", tags=["openai"], responses=error_responses(*COMMON_ERRORS, 404))
 
 
