@@ -294,6 +294,24 @@ def run_writers(data_dir: Path, *batches: Sequence[DocumentWrite]) -> None:
         assert proc.returncode == 0, err
 
 
+async def test_remembered_liveness_ends_with_another_instances_write(open_store: OpenStore) -> None:
+    """A cache hit's liveness check is remembered per change; a write by anyone ends it."""
+    reader, writer = open_store(), open_store()
+    await writer.upsert(
+        SCOPE, [make_doc("light", ["lighthouse keeper"], [unit(1)]), make_doc("pilot", ["pilot"], [unit(2)])]
+    )
+    ids = [h.chunk_id for h in await search(reader, "keyword", text="lighthouse pilot")]
+    assert len(ids) == 2
+    for _ in range(3):  # asked again with nothing written: answered from what it remembers
+        assert await reader.live_chunks(SCOPE, ids) == set(ids)
+    await writer.upsert(SCOPE, [make_doc("light", ["lighthouse automated"], [unit(3)])])
+    pilot = {h.chunk_id for h in await search(writer, "keyword", text="pilot")}
+    assert await reader.live_chunks(SCOPE, ids) == pilot
+    await writer.delete(SCOPE, "pilot")
+    assert await reader.live_chunks(SCOPE, ids) == set()
+    assert reader.live_chunks_sync(SCOPE, ids) == set()
+
+
 @pytest.mark.slow
 async def test_another_process_sees_writes_on_its_next_search(open_store: OpenStore, data_dir: Path) -> None:
     reader = open_store()

@@ -53,6 +53,9 @@ def create_app(settings: Settings | None = None, rag: RAG | None = None) -> Fast
         version=__version__,
         description="Retrieval-augmented answers with cited sources.",
         lifespan=lifespan,
+        # Our own middleware traces each request (X-Trace-ID, route-named spans) and counts it
+        # in Prometheus; FastAPI's built-in telemetry would do both a second time per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.started = time.monotonic()

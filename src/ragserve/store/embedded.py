@@ -26,6 +26,7 @@ from ragserve.store import sqlite_state as db
 from ragserve.store import writer
 from ragserve.store.ann import CollectionGraph, HnswParams
 from ragserve.store.keyword import KeywordDoc, TantivyKeywordIndex
+from ragserve.store.liveness import LiveMemo
 from ragserve.store.locks import InterProcessLock, ReadWriteLock
 from ragserve.types import (
     CollectionStats,
@@ -62,6 +63,7 @@ class EmbeddedVectorStore:
         self._graphs: dict[int, CollectionGraph] = {}
         self._dense_seq = 0
         self._saved_seq = 0
+        self._live = LiveMemo()
         try:
             with self._write_lock.hold():
                 self._migrate(model_name)
@@ -461,20 +463,23 @@ class EmbeddedVectorStore:
         return self._query(run)
 
     def live_chunks_sync(self, scope: Scope, chunk_ids: Sequence[int]) -> set[int]:
-        ids = [int(i) for i in chunk_ids]
-        if not ids:
-            return set()
+        return set(self._live_at(scope, tuple(int(i) for i in chunk_ids))[0])
 
-        def run(conn: sqlite3.Connection) -> set[int]:
+    def _live_at(self, scope: Scope, ids: tuple[int, ...]) -> tuple[frozenset[int], int]:
+        """The live ones among `ids`, and the change-log position they were read at."""
+        if not ids:
+            return frozenset(), db.max_seq(self._conns.get())
+
+        def run(conn: sqlite3.Connection, seq: int) -> tuple[frozenset[int], int]:
             cid = db.collection_id(conn, scope.tenant, scope.collection)
             if cid is None:
-                return set()
+                return frozenset(), seq
             rows = conn.execute(
                 f"SELECT id FROM chunks WHERE collection_id = ? AND id IN ({','.join('?' * len(ids))})", (cid, *ids)
             )
-            return {row[0] for row in rows}
+            return frozenset(row[0] for row in rows), seq
 
-        return self._query(run)
+        return self._read(run, dense=False, keyword=False)
 
     def totals_sync(self) -> CollectionStats:
         docs, chunks = self._query(
@@ -516,7 +521,17 @@ class EmbeddedVectorStore:
         return await asyncio.to_thread(self.totals_sync)
 
     async def live_chunks(self, scope: Scope, chunk_ids: Sequence[int]) -> set[int]:
-        return await asyncio.to_thread(self.live_chunks_sync, scope, chunk_ids)
+        # Every cache hit asks this. While nothing was written since the same question was
+        # answered, one indexed read of the change log's head (WAL: never waits on a writer)
+        # answers it on the loop, without a thread hop or a transaction.
+        ids = tuple(sorted({int(i) for i in chunk_ids}))
+        key = (scope, ids)
+        known = self._live.get(db.max_seq(self._conns.get()), key)
+        if known is not None:
+            return set(known)
+        live, seq = await asyncio.to_thread(self._live_at, scope, ids)
+        self._live.put(seq, key, live)
+        return set(live)
 
     async def list_collections(self, tenant: str) -> list[str]:
         return await asyncio.to_thread(self.list_collections_sync, tenant)
