@@ -8,7 +8,6 @@ import logging
 
 from ragserve.cache.base import Cache
 from ragserve.cache.memory import MemoryCache
-from ragserve.cache.polarity import strict_conflict
 from ragserve.cache.query_cache import QueryCache, QueryParams
 from ragserve.cache.semantic import SemanticCache
 from ragserve.embed.base import Embedder
@@ -60,7 +59,7 @@ def build_cache(settings: Settings, breakers: BreakerRegistry) -> Cache:
 def build_query_cache(settings: Settings, cache: Cache, store: VectorStore, embedder: Embedder) -> QueryCache:
     semantic = (
         SemanticCache(
-            cache, threshold=settings.semantic_threshold, guard=strict_conflict, max_age_s=settings.cache_ttl_s
+            cache, threshold=settings.semantic_threshold, max_age_s=settings.cache_ttl_s
         )
         if settings.semantic_cache
         else None

@@ -174,7 +174,7 @@ async def test_a_rephrased_question_reuses_the_answer_but_a_negated_one_does_not
     original = await shared_rag.query("Which port does the server listen on?", scope)
     assert original.cached == "none"
 
-    rephrased = await shared_rag.query("Which port does the server listen on by default?", scope)
+    rephrased = await shared_rag.query("Can you tell me which port the server listens on?", scope)
     assert rephrased.cached == "semantic"
     assert rephrased.cache_similarity is not None and rephrased.cache_similarity >= 0.90
     assert rephrased.answer == original.answer
@@ -182,7 +182,7 @@ async def test_a_rephrased_question_reuses_the_answer_but_a_negated_one_does_not
     negated = await shared_rag.query("Which port does the server not listen on?", scope)
     assert negated.cached == "none"
     elsewhere = await shared_rag.query(
-        "Which port does the server listen on by default?", Scope("tenant-z", collection)
+        "Can you tell me which port the server listens on?", Scope("tenant-z", collection)
     )
     assert elsewhere.cached == "none"  # another tenant's scope holds no semantic entries of this one
 

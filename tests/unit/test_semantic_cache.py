@@ -215,104 +215,34 @@ def test_polarity_guard_lets_paraphrases_through(cached: str, new: str) -> None:
     assert polarity_conflict(new, cached) is None
 
 
-def test_strict_guard_refuses_swapped_words_but_not_added_ones() -> None:
+def test_strict_guard_refuses_changed_words_but_not_a_new_framing() -> None:
     cached = "Segmental aneuploidy is very common in domesticated yeast."
 
     assert polarity_conflict("Segmental aneuploidy is very rare in domesticated yeast.", cached) is None
     assert strict_conflict("Segmental aneuploidy is very rare in domesticated yeast.", cached) == "substitution"
     assert strict_conflict("Is it true that segmental aneuploidy is very common in domesticated yeast?", cached) is None
+    assert (
+        strict_conflict("Is there evidence that segmental aneuploidy is very common in domesticated yeast?", cached)
+        is None
+    )
+    assert strict_conflict("Segmental aneuploidy is very common in domesticated yeast strains.", cached) == "qualifier"
     assert strict_conflict("Segmental aneuploidy is not very common in domesticated yeast.", cached) == "negation"
 
 
-async def test_a_blocked_nearest_row_does_not_hide_a_compatible_one(cache: DictCache) -> None:
-    semantic = SemanticCache(cache, threshold=0.9)
-    await remembered(
-        cache, semantic, query="Caffeine does not increase heart rate.", key="neg", vector=unit(1, 0, 0, 0)
-    )
-    await remembered(cache, semantic, query="Caffeine increases heart rate.", key="pos", vector=at_similarity(0.97))
-
-    hit = await semantic.lookup(ACME_DOCS, "Caffeine raises heart rate.", unit(1, 0, 0, 0), returning(EVIDENCE))
-
-    assert hit is not None
-    assert hit.key == "pos"
-    assert hit.similarity == pytest.approx(0.97, abs=1e-5)
-
-
-async def test_evicted_payload_misses_and_drops_the_row(cache: DictCache) -> None:
-    semantic = SemanticCache(cache)
-    await remembered(cache, semantic)
-    assert await cache.invalidate_tags(["doc:d2"]) == 1
-
-    assert await semantic.lookup(ACME_DOCS, QUESTION, unit(1, 0, 0, 0), never_called) is None
-
-    assert semantic.outcomes["evicted"] == 1
-    assert semantic.size() == 0
-    assert semantic.nearest(ACME_DOCS, unit(1, 0, 0, 0)) is None
+@pytest.mark.parametrize(
+    ("cached", "new"),
+    [
+        ("Tau phosphorylates kinase A in neurons.", "Kinase A phosphorylates tau in neurons."),
+        ("Dogs chase cats in the yard.", "Cats chase dogs in the yard."),
+        ("Mothers transmit the virus to infants.", "Infants transmit the virus to mothers."),
+    ],
+)
+def test_exchanged_roles_conflict(cached: str, new: str) -> None:
+    assert polarity_conflict(new, cached) == "order"
+    assert strict_conflict(new, cached) == "order"
 
 
-async def test_cited_document_missing_from_new_top_k_misses(cache: DictCache) -> None:
-    semantic = SemanticCache(cache, min_overlap=0.5)
-    await remembered(cache, semantic, cited=("d1", "d3"))
-
-    # Three of four cached documents are back, but the cited d3 is not.
-    assert await semantic.lookup(ACME_DOCS, QUESTION, unit(1, 0, 0, 0), returning(["d1", "d2", "d4", "x"])) is None
-    assert semantic.outcomes["evidence"] == 1
-    assert semantic.size() == 1  # the answer is fine, just not for this question
-
-
-async def test_low_evidence_overlap_misses(cache: DictCache) -> None:
-    semantic = SemanticCache(cache, min_overlap=0.5)
-    await remembered(cache, semantic, cited=("d1",))
-
-    # The cited d1 is back, but 1/4 of the cached evidence is under min_overlap; 2/4 is not.
-    assert await semantic.lookup(ACME_DOCS, QUESTION, unit(1, 0, 0, 0), returning(["d1", "x", "y", "z"])) is None
-    assert await semantic.lookup(ACME_DOCS, QUESTION, unit(1, 0, 0, 0), returning(["d1", "d4", "y", "z"])) is not None
-
-
-async def test_rows_past_max_entries_evict_oldest_first(cache: DictCache) -> None:
-    semantic = SemanticCache(cache, threshold=0.99, max_entries_per_scope=3)
-    directions = {"a": unit(1, 0, 0, 0), "b": unit(0, 1, 0, 0), "c": unit(0, 0, 1, 0), "d": unit(0, 0, 0, 1)}
-    for key in "abc":
-        await remembered(cache, semantic, key=key, vector=directions[key])
-    await remembered(cache, semantic, key="a", vector=directions["a"])  # remembered again: now the newest
-    await remembered(cache, semantic, key="d", vector=directions["d"])  # evicts b, the oldest
-
-    assert semantic.size() == 3
-    kept = {key: semantic.nearest(ACME_DOCS, vector) for key, vector in directions.items()}
-    assert {key for key, found in kept.items() if found is not None and found[0].key == key} == {"a", "c", "d"}
-
-    await remembered(cache, semantic, key="e", vector=unit(1, 1, 0, 0))  # evicts c
-    kept = {key: semantic.nearest(ACME_DOCS, vector) for key, vector in directions.items()}
-    assert {key for key, found in kept.items() if found is not None and found[0].key == key} == {"a", "d"}
-
-
-async def test_remembering_a_key_again_replaces_its_row(cache: DictCache) -> None:
-    semantic = SemanticCache(cache)
-    await remembered(cache, semantic, key="k", query="old question", vector=unit(1, 0, 0, 0))
-    await remembered(cache, semantic, key="k", query="new question", vector=unit(0, 1, 0, 0))
-
-    assert semantic.size() == 1
-    found = semantic.nearest(ACME_DOCS, unit(0, 1, 0, 0))
-    assert found is not None
-    assert found[0].query == "new question"
-    assert found[1] == pytest.approx(1.0, abs=1e-6)
-
-
-async def test_rows_older_than_max_age_are_dropped_without_a_cache_read(cache: DictCache) -> None:
-    now = [0.0]
-    semantic = SemanticCache(cache, clock=lambda: now[0], max_age_s=60.0)
-    await remembered(cache, semantic)
-    now[0] = 61.0
-
-    assert await semantic.lookup(ACME_DOCS, QUESTION, unit(1, 0, 0, 0), never_called) is None
-    assert semantic.outcomes["expired"] == 1
-    assert semantic.size() == 0
-
-
-def test_settings_out_of_range_are_refused(cache: DictCache) -> None:
-    with pytest.raises(ValueError, match="threshold"):
-        SemanticCache(cache, threshold=1.5)
-    with pytest.raises(ValueError, match="min_overlap"):
-        SemanticCache(cache, min_overlap=-0.1)
-    with pytest.raises(ValueError, match="max_entries_per_scope"):
-        SemanticCache(cache, max_entries_per_scope=0)
+def test_a_moved_phrase_is_not_an_exchange() -> None:
+    cached = "Cytochrome c is released from mitochondria during apoptosis."
+    assert polarity_conflict("During apoptosis, cytochrome c is released from mitochondria.", cached) is None
+    assert polarity_conflict("In yeast, aneuploidy?", "Aneuploidy in yeast?") is None  # two terms: left alone

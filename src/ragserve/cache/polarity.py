@@ -34,9 +34,11 @@ _NEGATIONS = frozenset(
 # "raises" for "increases" keeps the counts, "decreases" for "increases" does not.
 _DIRECTIONS = (
     "increase raise elevate higher high more greater enhance promote activate upregulate induce stimulate"
-    " gain boost augment accelerate enable facilitate strengthen trigger perpetuate sustain",
+    " gain boost augment accelerate enable facilitate strengthen trigger perpetuate sustain"
+    " upregulation upmodulate upmodulation overexpression",
     "decrease reduce lower low less fewer smaller diminish inhibit suppress downregulate impair attenuate"
-    " prevent block slow loss decline repress impede hinder weaken abolish disrupt",
+    " prevent block slow loss decline repress impede hinder weaken abolish disrupt"
+    " downregulation downmodulate downmodulation underexpression",
     "improve benefit beneficial protect protective favorable alleviate ameliorate",
     "worsen exacerbate harm harmful detrimental aggravate adverse",
     "positive positively",
@@ -89,7 +91,9 @@ def polarity_conflict(new_query: str, cached_query: str) -> str | None:
     improve, worsen, positive, negative, easy or difficult words; "antonym": a word only one
     side has is the other side's word with a negating prefix ("ineffective", "destabilizes");
     "order": the same comparison with its sides swapped ("A more than B" / "B more than A",
-    "from A to B" / "from B to A").
+    "from A to B" / "from B to A"), or the same words with two of them exchanged ("the risk
+    of male prisoners is ten times that of female prisoners" / "... of female prisoners ...
+    that of male prisoners", "X activates Y" / "Y activates X").
     """
     a, b = _polarity(new_query), _polarity(cached_query)
     if a.negations != b.negations:
@@ -103,22 +107,56 @@ def polarity_conflict(new_query: str, cached_query: str) -> str | None:
     x, y = a.comparison, b.comparison
     if x.markers and x.markers == y.markers and (_swapped(x, y) or _swapped(y, x)):
         return "order"
+    if _exchanged(terms(new_query, question=True), terms(cached_query, question=True)):
+        return "order"
     return None
 
 
-def strict_conflict(new_query: str, cached_query: str) -> str | None:
-    """`polarity_conflict`, and "substitution" when each question has a content word the other lacks.
+# How a question may open without asking anything more: "Is it true that X?" asks X.
+_FRAMING = re.compile(
+    r"^\s*(?:(?:is|was)\s+it\s+(?:true|correct|right|the\s+case|a\s+fact)\s+that"
+    r"|(?:is|was)\s+there\s+(?:any\s+)?evidence\s+(?:that|for)"
+    r"|(?:do|does)\s+(?:the\s+)?(?:evidence|research|studies|data)\s+(?:show|suggest|support)\s+that"
+    r"|(?:can|could)\s+you\s+(?:tell|explain\s+to)\s+me(?:\s+whether|\s+if)?"
+    r"|(?:please\s+)?(?:tell|explain\s+to)\s+me(?:\s+whether|\s+if)?)\b",
+    re.IGNORECASE,
+)
 
-    A question may add or drop words ("Is it true that ...", "by default") but not swap one:
-    "common" for "infrequent", "central" for "peripheral", "modest" for "dramatic" move an
-    embedding as little as a synonym does, and no word list can tell the two apart. The price
-    is that synonym rephrasings ("change" / "modify the port") miss.
+
+def _content(question: str) -> set[str]:
+    return set(terms(_FRAMING.sub("", question), question=True))
+
+
+def _exchanged(a: list[str], b: list[str]) -> bool:
+    """Whether `b` is `a` with two of its terms trading places (and nothing else changed).
+
+    Two-term questions are left alone: "In B, A" for "A in B" is a rephrasing, and with
+    two terms a moved phrase and an exchange look the same.
+    """
+    if len(a) != len(b) or len(a) < 3:
+        return False
+    differ = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    return len(differ) == 2 and a[differ[0]] == b[differ[1]] and a[differ[1]] == b[differ[0]]
+
+
+def strict_conflict(new_query: str, cached_query: str) -> str | None:
+    """`polarity_conflict`, and any difference in content words: only their order and the
+    question's framing ("Is it true that ...", "How do I ...", articles) may change.
+
+    "substitution": each question has a content word the other lacks. "common" for
+    "infrequent", "central" for "peripheral", "modest" for "dramatic" move an embedding as
+    little as a synonym does, and no word list can tell the two apart. "qualifier": one
+    question adds words ("... in many cell types", "... in production"), which narrows or
+    widens what it asks. The price is that synonym rephrasings ("change" / "modify the
+    port") miss.
     """
     reason = polarity_conflict(new_query, cached_query)
     if reason is not None:
         return reason
-    a, b = set(terms(new_query, question=True)), set(terms(cached_query, question=True))
-    return "substitution" if a - b and b - a else None
+    a, b = _content(new_query), _content(cached_query)
+    if a - b and b - a:
+        return "substitution"
+    return "qualifier" if a != b else None
 
 
 @lru_cache(maxsize=4096)

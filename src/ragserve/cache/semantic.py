@@ -21,9 +21,9 @@ A lookup is a hit only when every check passes, cheapest first:
    improve-, worsen-... words; neither has a word that is the other's with a negating
    prefix ("ineffective"), and a comparison keeps its sides ("A more than B" is not "B more
    than A"). Embeddings barely move when "not" is inserted or two sides are swapped (SciFact
-   pairs score 0.97-0.99); these rules catch what similarity cannot. `strict_conflict`
-   also refuses a question that swaps a content word for another ("common" / "rare"):
-   safer, at the price of synonym rephrasings (see bench/semantic_cache.py);
+   pairs score 0.97-0.99); these rules catch what similarity cannot. `strict_conflict`,
+   the default, also refuses a question that swaps a content word for another ("common" /
+   "rare"): safer, at the price of synonym rephrasings (see bench/semantic_cache.py);
 3. the payload is still in the shared cache;
 4. evidence: the caller's retrieval for the new question still contains every document the
    cached answer cited, and at least `min_overlap` of the documents the cached question
@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ragserve.cache.base import Cache
-from ragserve.cache.polarity import polarity_conflict
+from ragserve.cache.polarity import strict_conflict
 from ragserve.observability.metrics import get_metrics
 from ragserve.types import Scope
 
@@ -142,7 +142,7 @@ class SemanticCache:
     ) -> None:
         """`max_age_s` (set it to the payloads' TTL) drops older rows without asking the cache;
         `guard(new_query, cached_query)` returns why two questions must not share an answer, None if
-        nothing: `polarity_conflict` (the default) or the stricter `strict_conflict`."""
+        nothing: `strict_conflict` (the default) or the more lenient `polarity_conflict`."""
         if not -1.0 <= threshold <= 1.0:
             raise ValueError("threshold must be a cosine similarity, between -1 and 1")
         if not 0.0 <= min_overlap <= 1.0:
@@ -155,7 +155,7 @@ class SemanticCache:
         self.max_entries_per_scope = max_entries_per_scope
         self.clock = clock
         self.max_age_s = max_age_s
-        self.guard = guard if guard is not None else polarity_conflict
+        self.guard = guard if guard is not None else strict_conflict
         # Why lookups ended, for /status and benchmarks: "hit", "empty", "below_threshold",
         # "guard", "expired", "evicted", "evidence".
         self.outcomes: Counter[str] = Counter()
