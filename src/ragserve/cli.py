@@ -1,4 +1,4 @@
-"""The `ragserve` command: ingest, query, search, eval, serve."""
+"""The `ragserve` command: ingest, query, search, eval, keys, serve."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ragserve import cli_keys
 from ragserve.errors import RagserveError
 from ragserve.ingest.pipeline import IngestProgress, IngestReport
 from ragserve.rag import RAG
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--collection", help="scratch collection (default: eval-<dataset name>)")
     ev.add_argument("--drop", action="store_true", help="delete the scratch collection afterwards")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    cli_keys.add_parser(sub)
 
     serve = sub.add_parser("serve", help="run the HTTP API and web page")
     serve.add_argument("--host")
@@ -208,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(**overrides)
         if args.command == "serve":
             return _serve(settings, args)
+        if args.command == "keys":
+            return asyncio.run(cli_keys.run(settings, args, out))
         return asyncio.run(_run(settings, args))
     except RagserveError as exc:
         console.print(f"[red]error:[/] {exc.message}", highlight=False)

@@ -19,7 +19,11 @@
     │       ├── LLMBadRequestError      the provider refused the request (not retryable)
     │       └── ContextTooLongError     the prompt does not fit the model (not retryable)
     ├── MaintenanceError            the operator switched the service to maintenance
-    └── DeadlineExceededError       the request ran out of time
+    ├── DeadlineExceededError       the request ran out of time
+    ├── AuthenticationError         no valid credentials (401)
+    ├── PermissionDeniedError       valid credentials, not allowed this (403)
+    ├── RateLimitedError            over a request or token rate (429, Retry-After)
+    └── BudgetExceededError         a monthly budget is spent (402)
 
 The HTTP layer maps these classes to status codes in one table; the core never
 knows about HTTP.
@@ -142,3 +146,40 @@ class DeadlineExceededError(RagserveError):
     def __init__(self, message: str, *, stage: str | None = None) -> None:
         super().__init__(message)
         self.stage = stage
+
+
+class AuthenticationError(RagserveError):
+    """No credentials, or credentials that are malformed, unknown, expired or revoked (401).
+
+    `reason` is a bounded word for metrics: missing, malformed, unknown, expired, revoked, invalid.
+    """
+
+    type = "unauthenticated"
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PermissionDeniedError(RagserveError):
+    """Valid credentials without the scope or collection the call needs (403)."""
+
+    type = "forbidden"
+
+
+class RateLimitedError(RagserveError):
+    """Too many requests or tokens for a key or tenant; `retry_after_s` says when to come back (429)."""
+
+    type = "rate_limited"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: float, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.headers = headers or {}  # X-RateLimit-* for the refusal
+
+
+class BudgetExceededError(RagserveError):
+    """The monthly token or cost budget of a tenant or key is spent (402)."""
+
+    type = "budget_exceeded"

@@ -49,6 +49,17 @@ class ModelPrice(BaseModel):
     completion: float = Field(ge=0)
 
 
+class BudgetSettings(BaseModel):
+    """A monthly allowance (UTC calendar month); None: unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: int | None = Field(default=None, ge=0)
+    usd: float | None = Field(default=None, ge=0)
+
+
+AuthMode = Literal["none", "api_key", "jwt", "api_key+jwt"]
+
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "sk-...", "your-key", "xxx", "test"})
 
 
@@ -125,6 +136,39 @@ class Settings(BaseSettings):
     semantic_threshold: float = Field(default=0.90, gt=0, le=1)
     cache_warmup_queries: int = Field(default=0, ge=0, le=1000)  # replay the N most asked questions at start
 
+    # Security. `none` is for development only: refused when env=production.
+    auth_mode: AuthMode = "none"
+    admin_api_key: SecretStr | None = None  # bootstrap key with the admin scope over every tenant
+    api_key_pepper: SecretStr | None = None  # HMAC key for stored API key digests
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    jwt_secret: SecretStr | None = None  # HS256/384/512
+    jwt_public_key_file: Path | None = None  # PEM, for RS*/ES*/PS*
+    jwt_jwks_file: Path | None = None  # a JWKS document; keys picked by `kid`, re-read when it changes
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    jwt_tenant_claim: str = "tenant"
+    jwt_scopes_claim: str = "scope"
+    jwt_collections_claim: str = "collections"
+    database_url: str | None = None  # postgresql://user:pass@host/db; default: SQLite in data_dir
+    # Rate limits (0: none). Per API key / token subject and per tenant; shared through Redis when configured.
+    rate_limit_key_rpm: int = Field(default=0, ge=0)
+    rate_limit_tenant_rpm: int = Field(default=0, ge=0)
+    rate_limit_key_tpm: int = Field(default=0, ge=0)  # LLM tokens per minute, a token bucket
+    rate_limit_tenant_tpm: int = Field(default=0, ge=0)
+    rate_limit_token_burst: float = Field(default=1.0, ge=1.0, le=100.0)  # bucket size, in minutes of tokens
+    rate_limit_fail_open: bool = True  # when Redis cannot be asked: admit (default) or refuse
+    rate_limit_timeout_ms: float = Field(default=20.0, gt=0, le=10_000)
+    # Monthly budgets: the default for every tenant, per-tenant overrides, and the default per key.
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    tenant_budgets: dict[str, BudgetSettings] = Field(default_factory=dict)
+    key_budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    # Prompt-injection guard: for questions, flag (log and count), sanitise, or reject (400);
+    # for retrieved chunks, fence them as untrusted data or drop them.
+    guard_query_action: Literal["off", "flag", "sanitise", "reject"] = "flag"
+    guard_context_action: Literal["off", "fence", "drop"] = "fence"
+    cors_origins: list[str] = Field(default_factory=list)  # exact origins; empty: CORS off
+
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         if self.chunk_overlap * 2 >= self.chunk_tokens:
@@ -138,12 +182,26 @@ class Settings(BaseSettings):
             raise ValueError(f"llm_providers: names must be unique, got {names}")
         if self.request_timeout_s > self.max_request_timeout_s:
             raise ValueError("request_timeout_s must not exceed max_request_timeout_s")
+        self._check_security()
         if self.env == "production":
             for provider in self.llm_providers:
                 key = provider.api_key.get_secret_value() if provider.api_key else None
                 if key is not None and key.strip().lower() in PLACEHOLDER_SECRETS:
                     raise ValueError(f"llm_providers: provider {provider.name!r} has a placeholder api_key")
         return self
+
+    def _check_security(self) -> None:
+        if self.env == "production" and self.auth_mode == "none":
+            raise ValueError(
+                "auth_mode=none is for development only; in production set RAGSERVE_AUTH_MODE to "
+                "api_key, jwt or api_key+jwt"
+            )
+        if self.admin_api_key is not None and len(self.admin_api_key.get_secret_value()) < 32:
+            raise ValueError("admin_api_key must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        if "jwt" in self.auth_mode and not (self.jwt_secret or self.jwt_public_key_file or self.jwt_jwks_file):
+            raise ValueError("auth_mode uses jwt: set jwt_secret, jwt_public_key_file or jwt_jwks_file")
+        if "*" in self.cors_origins:
+            raise ValueError("cors_origins: list the exact origins; '*' would let any site call the API")
 
 
 _SECRET_NAME = re.compile(r"(^|_)(key|secret|password|token)$", re.IGNORECASE)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -17,11 +18,13 @@ from ragserve import __version__
 from ragserve.api.errors import install_error_handlers
 from ragserve.api.middleware import BodyLimitMiddleware, JsonBodyMiddleware, RequestIdMiddleware
 from ragserve.api.observability import ObservabilityMiddleware
-from ragserve.api.routes import documents, health, jobs, metrics, openai, query, uploads
+from ragserve.api.routes import documents, health, jobs, keys, metrics, openai, query, uploads
 from ragserve.ingest.upload_jobs import open_uploads
 from ragserve.observability.logging import configure_logging
 from ragserve.observability.tracing import TracingMiddleware, configure_tracing
 from ragserve.rag import RAG
+from ragserve.security.gate import RATE_HEADERS
+from ragserve.security.service import Security
 from ragserve.settings import Settings, load_settings
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -39,12 +42,15 @@ def create_app(settings: Settings | None = None, rag: RAG | None = None) -> Fast
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = rag is None
         app.state.rag = rag if rag is not None else await RAG.from_settings(settings)
+        security = Security.from_settings(settings, app.state.rag.breakers)
+        app.state.authenticator, app.state.gate, app.state.keys = security.authenticator, security.gate, security.keys
         warm_up = asyncio.create_task(_warm_up(app.state.rag, settings))
         try:
             async with open_uploads(settings, app.state.rag.pipeline) as app.state.uploads:
                 yield
         finally:
             warm_up.cancel()
+            await security.aclose()
             if owned:
                 await app.state.rag.aclose()
 
@@ -70,11 +76,20 @@ def create_app(settings: Settings | None = None, rag: RAG | None = None) -> Fast
     app.add_middleware(ObservabilityMiddleware)
     app.add_middleware(TracingMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "traceparent"],
+            expose_headers=["X-Request-ID", "X-Trace-ID", "X-Cache", "Retry-After", *RATE_HEADERS],
+        )
     app.include_router(query.router)
     app.include_router(openai.router)
     app.include_router(uploads.router)
     app.include_router(documents.router)
     app.include_router(jobs.router)
+    app.include_router(keys.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     if WEB_DIR.is_dir():

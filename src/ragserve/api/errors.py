@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from ragserve.errors import (
+    AuthenticationError,
+    BudgetExceededError,
     ConfigurationError,
     DeadlineExceededError,
     DependencyError,
@@ -21,7 +24,9 @@ from ragserve.errors import (
     NotFoundError,
     ParseError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     RagserveError,
+    RateLimitedError,
     UnsupportedMediaError,
 )
 from ragserve.observability.metrics import get_metrics
@@ -33,6 +38,10 @@ MAINTENANCE_RETRY_AFTER_S = 60
 
 # Most specific first: the first class an error is an instance of decides.
 STATUS_BY_ERROR: tuple[tuple[type[RagserveError], int], ...] = (
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
+    (RateLimitedError, 429),
+    (BudgetExceededError, 402),
     (PayloadTooLargeError, 413),
     (UnsupportedMediaError, 415),
     (InvalidInputError, 400),
@@ -77,8 +86,18 @@ async def _ragserve_error(request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     if status >= 500 and not isinstance(exc, MaintenanceError):
         log.error("request failed: %s", exc.message)
-    headers = {"Retry-After": str(MAINTENANCE_RETRY_AFTER_S)} if isinstance(exc, MaintenanceError) else None
-    return error_response(status, exc.type, exc.message, request_id_of(request), headers)
+    return error_response(status, exc.type, exc.message, request_id_of(request), _headers_for(exc))
+
+
+def _headers_for(exc: RagserveError) -> dict[str, str] | None:
+    if isinstance(exc, MaintenanceError):
+        return {"Retry-After": str(MAINTENANCE_RETRY_AFTER_S)}
+    if isinstance(exc, RateLimitedError):
+        return {**exc.headers, "Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    if isinstance(exc, AuthenticationError):
+        # RFC 6750: a 401 names the scheme the client should use.
+        return {"WWW-Authenticate": 'Bearer realm="ragserve"'}
+    return None
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

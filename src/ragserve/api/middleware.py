@@ -13,7 +13,11 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestIdMiddleware:
-    """Accepts a sane `X-Request-ID` or makes one; exposes it as `request.state.request_id`."""
+    """Accepts a sane `X-Request-ID` or makes one; exposes it as `request.state.request_id`.
+
+    Also puts `request.state.response_headers` (rate-limit headers, set while the request is
+    handled) on the response, whatever produced it: a route, an error handler, a 429.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -24,12 +28,19 @@ class RequestIdMiddleware:
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _VALID_ID.match(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode()))
+                extra: dict[str, str] = state.get("response_headers") or {}
+                if extra:
+                    given = {k.lower() for k, _ in headers}
+                    headers += [
+                        (k.lower().encode(), v.encode()) for k, v in extra.items() if k.lower().encode() not in given
+                    ]
                 message["headers"] = headers
             await send(message)
 

@@ -38,15 +38,19 @@ QueryText = Annotated[str, Field(min_length=1, pattern=r"\S", description="the q
 
 ERROR_DESCRIPTIONS = {
     400: "the request is well-formed but unusable; the message says why",
+    401: "no credentials, or credentials that are malformed, unknown, expired or revoked",
+    402: "a monthly token or cost budget is spent",
+    403: "valid credentials without the scope or collection this needs",
     404: "no such resource in this tenant's scope",
     413: "a body or file over its size limit",
+    429: "over a rate limit; Retry-After says when to retry",
     415: "a file of a format that cannot be parsed",
     422: "the body or a parameter does not match the schema; the message names the field",
     500: "an unexpected error; the request id finds it in the log",
     503: "a dependency is unavailable; retry later",
     504: "the request ran out of time",
 }
-COMMON_ERRORS = (400, 413, 422, 500, 503, 504)
+COMMON_ERRORS = (400, 401, 403, 413, 422, 429, 500, 503, 504)
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

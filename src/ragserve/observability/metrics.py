@@ -81,6 +81,10 @@ class Metrics:
     cache_requests: Counter
     cache_latency: Histogram
     cache_evictions: Counter
+    guard_flags: Counter
+    ratelimit_decisions: Counter
+    ratelimit_errors: Counter
+    auth_failures: Counter
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status)).inc()
@@ -159,6 +163,13 @@ def _create() -> Metrics:
         cache_evictions=Counter(
             "rag_cache_evictions", "Entries evicted from in-process caches, by reason.", ["reason"]
         ),
+        # where: query (a user's question) or context (a retrieved chunk); action: flag, sanitise, reject, fence, drop.
+        guard_flags=Counter("rag_guard_flags", "Prompt-injection guard findings.", ["where", "action"]),
+        # rule: requests or tokens; result: allowed or limited. No tenant or key in labels.
+        ratelimit_decisions=Counter("rag_ratelimit_decisions", "Rate limit decisions.", ["rule", "result"]),
+        # The limiter's store could not be asked; policy: open (admitted) or closed (refused).
+        ratelimit_errors=Counter("rag_ratelimit_errors", "Rate limit checks that failed.", ["policy"]),
+        auth_failures=Counter("rag_auth_failures", "Refused credentials by reason.", ["reason"]),
     )
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from ragserve.api.access import AccessDep
 from ragserve.api.deps import RagDep, RequestId
 from ragserve.api.schemas import (
     COMMON_ERRORS,
@@ -27,8 +28,10 @@ DocumentId = Annotated[str, Path(min_length=1, max_length=512)]
 
 
 @router.post("", status_code=201)
-async def add_documents(body: DocumentsCreate, rag: RagDep, request_id: RequestId) -> DocumentsCreated:
-    scope = rag.scope(body.collection)
+async def add_documents(
+    body: DocumentsCreate, access: AccessDep, rag: RagDep, request_id: RequestId
+) -> DocumentsCreated:
+    scope = await access.scope("ingest", body.collection)
     inputs = [DocumentInput(d.text, d.id, d.title, d.source, d.metadata) for d in body.documents]
     report = await rag.add_documents(inputs, scope)
     get_metrics().ingest_chunks.inc(report.chunks)
@@ -45,12 +48,13 @@ async def add_documents(body: DocumentsCreate, rag: RagDep, request_id: RequestI
 
 @router.get("")
 async def list_documents(
+    access: AccessDep,
     rag: RagDep,
     collection: Collection = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DocumentPage:
-    scope = rag.scope(collection)
+    scope = await access.scope("query", collection)
     docs, total = await rag.list_documents(scope, limit=limit, offset=offset)
     return DocumentPage(
         collection=scope.collection,
@@ -62,13 +66,15 @@ async def list_documents(
 
 
 @router.get("/{document_id:path}")
-async def get_document(document_id: DocumentId, rag: RagDep, collection: Collection = None) -> DocumentPublic:
-    return DocumentPublic.from_info(await rag.get_document(document_id, rag.scope(collection)))
+async def get_document(
+    document_id: DocumentId, access: AccessDep, rag: RagDep, collection: Collection = None
+) -> DocumentPublic:
+    return DocumentPublic.from_info(await rag.get_document(document_id, await access.scope("query", collection)))
 
 
 @router.delete("/{document_id:path}")
 async def delete_document(
-    document_id: DocumentId, rag: RagDep, request_id: RequestId, collection: Collection = None
+    document_id: DocumentId, access: AccessDep, rag: RagDep, request_id: RequestId, collection: Collection = None
 ) -> DocumentDeleted:
-    await rag.delete_document(document_id, rag.scope(collection))
+    await rag.delete_document(document_id, await access.scope("ingest", collection))
     return DocumentDeleted(id=document_id, deleted=True, request_id=request_id)

@@ -9,8 +9,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from ragserve.api.access import AccessDep
 from ragserve.api.deps import RagDep, UploadsDep
 from ragserve.api.schemas import ErrorBody, JobPublic, error_responses
+from ragserve.errors import NotFoundError
 from ragserve.ingest.jobs import Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(404, 422, 500, 503))
@@ -18,9 +20,14 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(4
 
 @router.get("/{job_id}", responses={404: {"model": ErrorBody}})
 async def get_job(
-    job_id: Annotated[str, Path(min_length=1, max_length=128)], rag: RagDep, uploads: UploadsDep
+    job_id: Annotated[str, Path(min_length=1, max_length=128)], access: AccessDep, rag: RagDep, uploads: UploadsDep
 ) -> JobPublic:
-    return job_public(await uploads.job(job_id, rag.scope()))
+    access.require("ingest")
+    caller = access.principal
+    job = await uploads.job(job_id, rag.scope(tenant=caller.tenant))
+    if not caller.may_use(job.scope.collection):
+        raise NotFoundError(f"job {job_id!r} not found")
+    return job_public(job)
 
 
 def job_public(job: Job) -> JobPublic:

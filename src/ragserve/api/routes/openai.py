@@ -7,13 +7,13 @@ are its context. Citations ride along in an extra `citations` field.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from functools import partial
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from ragserve.api.access import Access, AccessDep
 from ragserve.api.deps import RagDep, RequestId, SettingsDep
 from ragserve.api.observability import record_answer
 from ragserve.api.openai_schemas import (
@@ -37,9 +37,11 @@ router = APIRouter(prefix="/v1", tags=["openai"], responses=error_responses(*COM
 
 
 @router.get("/models", description="The collections this caller can ask, as OpenAI models.")
-async def list_models(rag: RagDep) -> ModelList:
-    tenant = rag.scope().tenant
-    return ModelList(data=[ModelCard(id=name, owned_by=tenant) for name in await rag.collections(tenant)])
+async def list_models(access: AccessDep, rag: RagDep) -> ModelList:
+    access.require("query")
+    caller = access.principal
+    names = [name for name in await rag.collections(caller.tenant) if caller.may_use(name)]
+    return ModelList(data=[ModelCard(id=name, owned_by=caller.tenant) for name in names])
 
 
 @router.post(
@@ -49,16 +51,22 @@ async def list_models(rag: RagDep) -> ModelList:
     responses={200: {"model": ChatCompletion, "content": {"text/event-stream": {"schema": event_schema()}}}},
 )
 async def chat_completions(
-    body: ChatCompletionRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep, request: Request
+    body: ChatCompletionRequest,
+    access: AccessDep,
+    rag: RagDep,
+    request_id: RequestId,
+    settings: SettingsDep,
+    request: Request,
 ) -> Any:
     question, history = conversation(body.messages)
-    scope = await _collection_scope(rag, body.model)
+    scope = await _collection_scope(access, rag, body.model)
     max_tokens = body.max_completion_tokens or body.max_tokens
     completion_id = f"chatcmpl-{request_id}"
     created = int(time.time())
     if not body.stream:
         answer = await rag.query(question, scope, max_tokens=max_tokens, history=history)
         record_answer(request.state, settings, question, answer)
+        await access.settle(answer)
         completion = ChatCompletion(
             id=completion_id,
             created=created,
@@ -72,7 +80,11 @@ async def chat_completions(
     events = rag.query_stream(question, scope, max_tokens=max_tokens, history=history)
     first = await anext(events)  # bad input fails here, with its status code
     include_usage = body.stream_options is not None and body.stream_options.include_usage
-    on_done = partial(record_answer, request.state, settings, question)
+
+    async def on_done(answer: Answer) -> None:
+        record_answer(request.state, settings, question, answer)
+        await access.settle(answer)
+
     chunks = _chunks(first, events, completion_id, created, body.model, include_usage, request_id, on_done)
     return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -97,8 +109,8 @@ def _is_question(message: ChatMessage) -> bool:
     return message.role == "user" and bool(message.text().strip())
 
 
-async def _collection_scope(rag: RAG, model: str) -> Scope:
-    scope = rag.scope(model)
+async def _collection_scope(access: Access, rag: RAG, model: str) -> Scope:
+    scope = await access.scope("query", model)
     if model not in await rag.collections(scope.tenant):
         raise NotFoundError(f"model {model!r} not found: models are collections, GET /v1/models lists them")
     return scope
@@ -112,7 +124,7 @@ async def _chunks(
     model: str,
     include_usage: bool,
     request_id: str,
-    on_done: Callable[[Answer], None],
+    on_done: Callable[[Answer], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     event: QueryEvent | None = first
     try:
@@ -123,7 +135,7 @@ async def _chunks(
             elif isinstance(event, QueryToken):
                 yield encode_event(None, completion_chunk(completion_id, created, model, {"content": event.text}))
             elif isinstance(event, QueryDone):
-                on_done(event.answer)
+                await on_done(event.answer)
                 citations = [
                     CitationPublic.model_validate(c, from_attributes=True).model_dump() for c in event.answer.citations
                 ]

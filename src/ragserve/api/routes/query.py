@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from functools import partial
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from ragserve.api.access import AccessDep
 from ragserve.api.deps import RagDep, RequestId, SettingsDep
 from ragserve.api.observability import record_answer
 from ragserve.api.schemas import (
@@ -43,9 +43,9 @@ STREAM_DOC = (
     responses={200: {"model": QueryResponse, "content": {"text/event-stream": {"schema": SSE_SCHEMA}}}},
 )
 async def query(
-    body: QueryRequest, rag: RagDep, request_id: RequestId, settings: SettingsDep, request: Request
+    body: QueryRequest, access: AccessDep, rag: RagDep, request_id: RequestId, settings: SettingsDep, request: Request
 ) -> Response:
-    scope = rag.scope(body.collection)
+    scope = await access.scope("query", body.collection)
     options: dict[str, Any] = {
         "top_k": body.top_k,
         "mode": body.mode,
@@ -58,6 +58,7 @@ async def query(
     if not body.stream:
         answer = await rag.query(body.query, scope, **options)
         record_answer(request.state, settings, body.query, answer)
+        await access.settle(answer)
         # Serialised once, straight from the model: FastAPI would validate it again first.
         return Response(
             QueryResponse.from_answer(answer, request_id, trace_id).model_dump_json(),
@@ -67,7 +68,11 @@ async def query(
     events = rag.query_stream(body.query, scope, **options)
     # Bad input fails here, before any event, so it still gets its 4xx status.
     first = await anext(events)
-    on_done = partial(record_answer, request.state, settings, body.query)
+
+    async def on_done(answer: Answer) -> None:
+        record_answer(request.state, settings, body.query, answer)
+        await access.settle(answer)
+
     cached = first.cached if isinstance(first, QuerySources) else "none"
     return StreamingResponse(
         _sse(first, events, request_id, trace_id, on_done),
@@ -85,7 +90,7 @@ async def _sse(
     rest: AsyncGenerator[QueryEvent, None],
     request_id: str,
     trace_id: str | None,
-    on_done: Callable[[Answer], None],
+    on_done: Callable[[Answer], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     event: QueryEvent | None = first
     try:
@@ -102,7 +107,7 @@ async def _sse(
             elif isinstance(event, QueryToken):
                 yield encode_event("token", {"text": event.text})
             elif isinstance(event, QueryDone):
-                on_done(event.answer)
+                await on_done(event.answer)
                 done = QueryResponse.from_answer(event.answer, request_id, trace_id).model_dump(exclude={"sources"})
                 yield encode_event("done", done)
             event = await anext(rest, None)
@@ -113,10 +118,12 @@ async def _sse(
 
 
 @router.post("/search")
-async def search(body: SearchRequest, rag: RagDep, request_id: RequestId, response: Response) -> SearchResponse:
+async def search(
+    body: SearchRequest, access: AccessDep, rag: RagDep, request_id: RequestId, response: Response
+) -> SearchResponse:
     result = await rag.search(
         body.query,
-        rag.scope(body.collection),
+        await access.scope("query", body.collection),
         top_k=body.top_k,
         mode=body.mode,
         filters=body.filters,  # type: ignore[arg-type]

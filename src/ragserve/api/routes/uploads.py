@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 
+from ragserve.api.access import AccessDep
 from ragserve.api.deps import RagDep, RequestId, UploadsDep
 from ragserve.api.schemas import (
     FileErrorPublic,
@@ -48,6 +49,7 @@ async def upload_documents(
         list[UploadFile],
         File(min_length=1, description="one or more files; each one's format is read from its content"),
     ],
+    access: AccessDep,
     rag: RagDep,
     uploads: UploadsDep,
     request_id: RequestId,
@@ -57,7 +59,7 @@ async def upload_documents(
     metadata: Annotated[str | None, Form(description="a JSON object merged into every document's metadata")] = None,
 ) -> UploadCompleted | JSONResponse:
     rag.check_service()
-    scope = rag.scope(collection)
+    scope = await access.scope("ingest", collection)
     outcome = await uploads.receive(scope, files, _metadata(metadata))
     if isinstance(outcome, Job):
         status_url = f"/v1/jobs/{outcome.id}"

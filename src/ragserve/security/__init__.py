@@ -1,0 +1,1 @@
+"""Who may do what: credentials, tenants and scopes, guards on what reaches a model."""
