@@ -17,11 +17,13 @@ from ragserve.ingest.chunk import ChunkingConfig, default_token_counter
 from ragserve.ingest.pipeline import IngestPipeline
 from ragserve.llm.base import LLMProvider
 from ragserve.llm.extractive import ExtractiveAnswerer
+from ragserve.llm.prompt import Screen
 from ragserve.llm.router import FallbackRouter, Route
 from ragserve.observability.metrics import get_metrics
 from ragserve.rag import RAG
 from ragserve.resilience.breaker import BreakerRegistry, BreakerState
 from ragserve.retrieve.hybrid import HybridRetriever
+from ragserve.security.guards import ContextGuard
 from ragserve.settings import ProviderSettings, Settings
 from ragserve.store.ann import HnswParams
 from ragserve.store.base import VectorStore
@@ -58,9 +60,7 @@ def build_cache(settings: Settings, breakers: BreakerRegistry) -> Cache:
 
 def build_query_cache(settings: Settings, cache: Cache, store: VectorStore, embedder: Embedder) -> QueryCache:
     semantic = (
-        SemanticCache(
-            cache, threshold=settings.semantic_threshold, max_age_s=settings.cache_ttl_s
-        )
+        SemanticCache(cache, threshold=settings.semantic_threshold, max_age_s=settings.cache_ttl_s)
         if settings.semantic_cache
         else None
     )
@@ -114,11 +114,12 @@ def build_generator(settings: Settings, breakers: BreakerRegistry | None = None)
     """
     breakers = breakers if breakers is not None else build_breakers(settings)
     extractive = ExtractiveAnswerer()
+    screen = ContextGuard(settings.guard_context_action)
     routes = []
     for config in settings.llm_providers:
         if config.kind == "extractive":
             continue
-        provider = build_provider(config)
+        provider = build_provider(config, screen)
         price = settings.llm_prices.get(config.model or "")
         routes.append(
             Route(
@@ -135,7 +136,8 @@ def build_generator(settings: Settings, breakers: BreakerRegistry | None = None)
     return FallbackRouter(routes, extractive, retries=settings.llm_retries)
 
 
-def build_provider(config: ProviderSettings) -> LLMProvider:
+def build_provider(config: ProviderSettings, screen: Screen | None = None) -> LLMProvider:
+    """One provider; `screen` (the context injection guard) sees each retrieved chunk before its prompt."""
     api_key = config.api_key.get_secret_value() if config.api_key else None
     if config.kind == "openai":
         from ragserve.llm.openai_compat import OpenAICompatibleProvider
@@ -148,6 +150,7 @@ def build_provider(config: ProviderSettings) -> LLMProvider:
             timeout_s=config.timeout_s,
             max_context_tokens=config.max_context_tokens,
             max_tokens=config.max_tokens,
+            screen=screen,
         )
     if config.kind == "anthropic":
         from ragserve.llm.anthropic import AnthropicProvider
@@ -160,6 +163,7 @@ def build_provider(config: ProviderSettings) -> LLMProvider:
             timeout_s=config.timeout_s,
             max_context_tokens=config.max_context_tokens,
             max_tokens=config.max_tokens,
+            screen=screen,
         )
     raise ConfigurationError(f"provider {config.name!r}: unknown kind {config.kind!r}")
 

@@ -45,6 +45,7 @@ from ragserve.resilience.breaker import BreakerRegistry
 from ragserve.resilience.deadline import Deadline, deadline_scope
 from ragserve.retrieve.conversation import standalone_question
 from ragserve.retrieve.hybrid import HybridRetriever, Retrieval
+from ragserve.security.guards import QueryGuard
 from ragserve.settings import Settings
 from ragserve.store.base import VectorStore
 from ragserve.types import (
@@ -104,6 +105,7 @@ class RAG:
         query_cache: QueryCache | None = None,
     ) -> None:
         self.settings = settings
+        self.query_guard = QueryGuard(settings.guard_query_action)
         self.embedder = embedder
         self.store = store
         self.generator = generator
@@ -213,8 +215,31 @@ class RAG:
         candidates: int | None = None,
         use_cache: bool = True,
     ) -> Retrieval:
+        """Retrieval only. The question passes the injection guard first (RAGSERVE_GUARD_QUERY_ACTION)."""
+        return await self._search(
+            self.query_guard.check(query),
+            scope or self.scope(),
+            top_k=top_k,
+            mode=mode,
+            filters=filters,
+            mmr_lambda=mmr_lambda,
+            candidates=candidates,
+            use_cache=use_cache,
+        )
+
+    async def _search(
+        self,
+        query: str,
+        scope: Scope,
+        *,
+        top_k: int | None = None,
+        mode: SearchMode | None = None,
+        filters: Filters | None = None,
+        mmr_lambda: float | None = None,
+        candidates: int | None = None,
+        use_cache: bool = True,
+    ) -> Retrieval:
         self.check_service()
-        scope = scope or self.scope()
         params = self._params(top_k, mode, filters, None, ())
         # Only the configured retrieval is cached: an evaluation's own depth or MMR is not.
         cacheable = use_cache and self.query_cache is not None and mmr_lambda is None and candidates is None
@@ -257,6 +282,7 @@ class RAG:
         budget up to `max_request_timeout_s`; `use_cache=False` neither reads nor fills caches.
         """
         started = time.perf_counter()
+        query = self.query_guard.check(query)
         scope = scope or self.scope()
         deadline = self._deadline(timeout_s)
         params = self._params(top_k, mode, filters, max_tokens, history)
@@ -332,6 +358,7 @@ class RAG:
         router does not switch providers: it raises, and the caller reports the break).
         """
         started = time.perf_counter()
+        query = self.query_guard.check(query)
         scope = scope or self.scope()
         deadline = self._deadline(timeout_s)
         # The consumer may step this generator from several tasks (a web server primes it in
@@ -458,7 +485,7 @@ class RAG:
     ) -> Retrieval:
         try:
             async with asyncio.timeout(deadline.remaining()):
-                return await self.search(
+                return await self._search(
                     standalone_question(query, params.history),
                     scope,
                     top_k=params.top_k,

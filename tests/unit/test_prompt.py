@@ -77,6 +77,21 @@ def test_the_longest_block_is_trimmed_first() -> None:
     assert trimmed == [2]
 
 
+def test_a_screened_block_is_kept_whole_or_dropped_never_cut() -> None:
+    def fence(text: str) -> str:
+        return f"<<untrusted\n{text}\nend>>" if "beta" in text else text
+
+    long, other = sentences("beta", 8), sentences("alpha", 8)
+    sources = [chunk(other, 1), chunk(long, 2)]
+    screened = {1: other, 2: fence(long)}
+    for budget in range(40, block_tokens(screened, sources) + 5, 7):
+        texts, trimmed = pack_context(sources, budget, COUNTER, screen=fence)
+        assert block_tokens(texts, sources) <= budget
+        assert 2 not in trimmed
+        if 2 in texts:
+            assert texts[2] == fence(long)  # the fence always closes
+
+
 def test_among_equal_blocks_the_lower_ranked_is_trimmed_first() -> None:
     sources = [chunk(sentences("alpha", 5), 1), chunk(sentences("beta", 5), 2)]
     budget = block_tokens({1: sources[0].text, 2: sources[1].text}, sources) - 5

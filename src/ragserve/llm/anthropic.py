@@ -24,7 +24,7 @@ from ragserve.errors import LLMError, LLMRateLimitedError, LLMTimeoutError, LLMU
 from ragserve.ingest.chunk import TokenCounter, default_token_counter
 from ragserve.llm.base import Generation, StreamItem, TokenDelta
 from ragserve.llm.openai_compat import NO_API_KEY, finish_generation, packed_prompt, status_error
-from ragserve.llm.prompt import Prompt
+from ragserve.llm.prompt import Prompt, Screen
 from ragserve.types import ChatTurn, ScoredChunk
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class AnthropicProvider:
         max_context_tokens: int = 200_000,
         max_tokens: int = 512,
         counter: TokenCounter | None = None,
+        screen: Screen | None = None,
         http_client: httpx2.AsyncClient | None = None,
     ) -> None:
         self.name = name
@@ -62,6 +63,7 @@ class AnthropicProvider:
         self.max_context_tokens = max_context_tokens
         self.max_tokens = max_tokens
         self._counter = counter if counter is not None else default_token_counter()
+        self._screen = screen  # what a retrieved chunk's text passes through before the prompt
         self._owns_client = http_client is None
         self._client = anthropic.AsyncAnthropic(
             base_url=base_url,
@@ -81,7 +83,7 @@ class AnthropicProvider:
     ) -> Generation:
         answer_tokens = max_tokens or self.max_tokens
         prompt = packed_prompt(
-            self.name, question, sources, history, self.max_context_tokens, answer_tokens, self._counter
+            self.name, question, sources, history, self.max_context_tokens, answer_tokens, self._counter, self._screen
         )
         system, messages = anthropic_messages(prompt)
         try:
@@ -107,7 +109,7 @@ class AnthropicProvider:
     ) -> AsyncIterator[StreamItem]:
         answer_tokens = max_tokens or self.max_tokens
         prompt = packed_prompt(
-            self.name, question, sources, history, self.max_context_tokens, answer_tokens, self._counter
+            self.name, question, sources, history, self.max_context_tokens, answer_tokens, self._counter, self._screen
         )
         system, messages = anthropic_messages(prompt)
         try:

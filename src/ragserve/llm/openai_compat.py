@@ -32,7 +32,7 @@ from ragserve.errors import (
 )
 from ragserve.ingest.chunk import TokenCounter, default_token_counter
 from ragserve.llm.base import Generation, StreamItem, TokenDelta
-from ragserve.llm.prompt import Prompt, build_prompt, parse_citations, says_it_does_not_know
+from ragserve.llm.prompt import Prompt, Screen, build_prompt, parse_citations, says_it_does_not_know
 from ragserve.types import ChatTurn, ScoredChunk
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ class OpenAICompatibleProvider:
         max_tokens: int = 512,
         temperature: float | None = None,
         counter: TokenCounter | None = None,
+        screen: Screen | None = None,
         http_client: httpx2.AsyncClient | None = None,
     ) -> None:
         self.name = name
@@ -80,6 +81,7 @@ class OpenAICompatibleProvider:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self._counter = counter if counter is not None else default_token_counter()
+        self._screen = screen  # what a retrieved chunk's text passes through before the prompt
         self._owns_client = http_client is None
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
@@ -99,7 +101,7 @@ class OpenAICompatibleProvider:
     ) -> Generation:
         answer_tokens = max_tokens or self.max_tokens
         prompt = packed_prompt(
-            self.name, question, sources, history, self.max_context_tokens, answer_tokens, self._counter
+            self.name, question, sources, history, self.max_context_tokens, answer_tokens, self._counter, self._screen
         )
         try:
             response = await self._client.chat.completions.create(
@@ -131,7 +133,7 @@ class OpenAICompatibleProvider:
     ) -> AsyncIterator[StreamItem]:
         answer_tokens = max_tokens or self.max_tokens
         prompt = packed_prompt(
-            self.name, question, sources, history, self.max_context_tokens, answer_tokens, self._counter
+            self.name, question, sources, history, self.max_context_tokens, answer_tokens, self._counter, self._screen
         )
         try:
             chunks = await self._client.chat.completions.create(
@@ -235,6 +237,7 @@ def packed_prompt(
     context_tokens: int,
     answer_tokens: int,
     counter: TokenCounter,
+    screen: Screen | None = None,
 ) -> Prompt:
     """`build_prompt`, with a prompt that cannot fit reported as this provider's error."""
     try:
@@ -245,6 +248,7 @@ def packed_prompt(
             context_tokens=context_tokens,
             counter=counter,
             answer_tokens=answer_tokens,
+            screen=screen,
         )
     except ContextTooLongError as exc:
         raise ContextTooLongError(f"{provider}: {exc.message}", provider=provider) from exc

@@ -11,7 +11,7 @@ same way, as `[n]` markers that `parse_citations()` maps back to chunks.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ragserve.errors import ContextTooLongError
@@ -19,6 +19,7 @@ from ragserve.ingest.chunk import TokenCounter
 from ragserve.types import ChatTurn, ScoredChunk
 
 PROMPT_VERSION = "rag-v1"
+Screen = Callable[[str], str]  # a retrieved chunk's text in, the text the model may see out
 
 SYSTEM_PROMPT = """You answer questions using only the numbered sources you are given.
 Rules:
@@ -54,20 +55,25 @@ def source_block(number: int, chunk: ScoredChunk, text: str) -> str:
 
 
 def pack_context(
-    sources: Sequence[ScoredChunk], budget: int, counter: TokenCounter
+    sources: Sequence[ScoredChunk], budget: int, counter: TokenCounter, screen: Screen | None = None
 ) -> tuple[dict[int, str], list[int]]:
     """Source texts by 1-based number, trimmed to fit `budget` tokens together.
 
     While over budget, the longest block loses its last sentence (never part of one); a
     block that cannot shrink further, or would say too little, is dropped, lowest-ranked
     first among equals. Returns the kept texts and the numbers of the trimmed ones.
+
+    `screen` (the injection guard) sees each text first; a text it changed (fenced) is kept
+    whole or dropped, never trimmed, so its fence always closes.
     """
-    texts = {n: chunk.text.strip() for n, chunk in enumerate(sources, start=1) if chunk.text.strip()}
+    raw = {n: chunk.text.strip() for n, chunk in enumerate(sources, start=1) if chunk.text.strip()}
+    texts = {n: screen(t) for n, t in raw.items()} if screen is not None else dict(raw)
+    whole = {n for n in texts if texts[n] != raw[n]}
     sizes = {n: counter.count(source_block(n, sources[n - 1], t)) for n, t in texts.items()}
     trimmed: set[int] = set()
     while texts and sum(sizes.values()) > budget:
         longest = max(texts, key=lambda n: (sizes[n], n))
-        shorter = _drop_last_sentence(texts[longest])
+        shorter = None if longest in whole else _drop_last_sentence(texts[longest])
         if shorter is None or counter.count(shorter) < MIN_BLOCK_TOKENS:
             del texts[longest], sizes[longest]
             trimmed.discard(longest)
@@ -93,6 +99,7 @@ def build_prompt(
     context_tokens: int,
     counter: TokenCounter,
     answer_tokens: int = 512,
+    screen: Screen | None = None,
 ) -> Prompt:
     """The system prompt, earlier turns, and a last user turn of numbered sources + the question.
 
@@ -109,7 +116,7 @@ def build_prompt(
             f"the question and conversation need about {fixed + overhead + answer_tokens} tokens; "
             f"the model takes {context_tokens}"
         )
-    texts, trimmed = pack_context(sources, budget, counter)
+    texts, trimmed = pack_context(sources, budget, counter, screen)
     blocks = [source_block(n, sources[n - 1], texts[n]) for n in sorted(texts)]
     context = "\n\n".join(blocks) if blocks else "(no sources were found)"
     user = f"Sources:\n\n{context}\n\nQuestion: {question}"
