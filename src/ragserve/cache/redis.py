@@ -59,7 +59,7 @@ from ragserve.observability.metrics import CACHE_LAYERS, get_metrics
 
 SLOW_OP_FLOOR_S = 2.0
 # What redis-py raises: RedisError, except cluster discovery; OSError for sockets it does not wrap.
-_REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 _SCHEMES = ("redis://", "rediss://", "unix://")
 _CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 
@@ -118,7 +118,7 @@ class RedisCache:
         self.timeout_s = timeout_ms / 1000
         self.slow_timeout_s = max(self.timeout_s, SLOW_OP_FLOOR_S)
         self._base = "{" + prefix + "}"
-        self._client = _connect(url, self.timeout_s, self.slow_timeout_s)
+        self._client = connect(url, self.timeout_s, self.slow_timeout_s)
         self._fetch = self._client.register_script(scripts.FETCH)
         self._set = self._client.register_script(scripts.SET)
         self._delete = self._client.register_script(scripts.DELETE)
@@ -216,7 +216,7 @@ class RedisCache:
     async def aclose(self) -> None:
         try:
             await self._client.aclose()
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise CacheError(f"redis cache: closing failed: {exc}") from exc
 
     def _vkey(self, key: str) -> str:
@@ -236,7 +236,7 @@ class RedisCache:
         except TimeoutError as exc:
             self._errors.inc(errors)
             raise CacheError(f"redis cache: no answer within {budget * 1000:.0f} ms") from exc
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             self._errors.inc(errors)
             raise CacheError(f"redis cache: {type(exc).__name__}: {exc}") from exc
 
@@ -246,7 +246,7 @@ def _seed() -> int:
     return secrets.randbits(48) + 1
 
 
-def _connect(url: str, timeout_s: float, read_timeout_s: float) -> Redis | RedisCluster:
+def connect(url: str, timeout_s: float, read_timeout_s: float) -> Redis | RedisCluster:
     # One immediate retry on a broken connection: a pooled socket to a restarted server fails once, then reconnects.
     options: dict[str, Any] = {
         "socket_connect_timeout": timeout_s,
@@ -259,7 +259,7 @@ def _connect(url: str, timeout_s: float, read_timeout_s: float) -> Redis | Redis
                 return RedisCluster.from_url(plain + url[len(scheme) :], **options)
         if url.startswith(_SCHEMES):
             return Redis.from_url(url, **options)
-    except (ValueError, *_REDIS_ERRORS) as exc:
+    except (ValueError, *REDIS_ERRORS) as exc:
         raise ConfigurationError(f"RAGSERVE_REDIS_URL is not usable: {exc}") from exc
     raise ConfigurationError(
         "RAGSERVE_REDIS_URL must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
