@@ -7,12 +7,15 @@ stay independent by writing to collections of their own).
 
 from __future__ import annotations
 
+import secrets
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import secrets_registry
 from ragserve.build import build_embedder
 from ragserve.rag import RAG
 from ragserve.settings import Settings
@@ -92,3 +95,45 @@ def redis_process() -> Iterator[RedisProcess]:
 def cache_prefix() -> str:
     """A Redis key prefix no other test uses."""
     return "t" + uuid.uuid4().hex[:12] + ":"
+
+
+# ------------------------------------------------------------------ secrets never in logs
+
+_log_capture = secrets_registry.CaptureHandler()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    secrets_registry.install(_log_capture)
+
+
+@pytest.fixture(autouse=True)
+def _capture_logs() -> None:
+    """Every test's log records reach the session's capture, even if something took its handler off the root."""
+    secrets_registry.install(_log_capture)
+
+
+@pytest.fixture(scope="session")
+def admin_api_key() -> str:
+    """A bootstrap admin key (`RAGSERVE_ADMIN_API_KEY`) for the session, registered as a secret."""
+    return secrets_registry.register("adm-" + secrets.token_urlsafe(32))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No secret appears in any log line the whole test suite produced: scan them all; a leak fails the session."""
+    lines = [*_log_capture.lines, *secrets_registry.file_lines(secrets_registry.LOG_FILES)]
+    leaks = secrets_registry.scan(lines, secrets_registry.registered())
+    if not leaks:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def write(text: str) -> None:
+        if reporter is not None:
+            reporter.write_line(text, red=True)
+        else:
+            print(text, file=sys.stderr)
+
+    write("")
+    write(f"SECRETS IN LOGS: {len(leaks)} of {len(lines)} log lines hold a secret (masked below)")
+    for leak in leaks[:100]:
+        write(f"  {leak}")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

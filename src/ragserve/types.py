@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# Some character that survives cleaning: not whitespace as Python strips it (str.isspace also
+# counts U+001C-U+001F and U+0085, which JSON Schema's \s does not), not a control, zero-width
+# or bidi character (the injection guard strips those from questions).
+NON_BLANK = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
 # Tenant and collection names: safe in paths, URLs, metric-free logs and Qdrant collection names.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from secrets_registry import register_log_file
+
 READY_TIMEOUT_S = 120.0
 
 
@@ -60,13 +62,15 @@ def wait_ready(server: Server) -> None:
     pytest.fail(f"server {server.url} not ready after {READY_TIMEOUT_S}s:\n{server.output()}")
 
 
-@contextmanager
-def running_server(
+def start_server(
     data_dir: Path, workdir: Path, *args: str, env: Mapping[str, str] | None = None, name: str = "server"
-) -> Iterator[Server]:
-    """`ragserve --data-dir DATA_DIR serve --port <free> ARGS...`, ready, stopped on exit."""
+) -> Server:
+    """`ragserve --data-dir DATA_DIR serve --port <free> ARGS...`, started (not yet ready: see `wait_ready`).
+
+    Its log file is registered for the session's scan for secrets in logs (`secrets_registry`).
+    """
     port = free_port()
-    log = workdir / f"{name}.log"
+    log = register_log_file(workdir / f"{name}.log")
     environment = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | dict(env or {})
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -76,7 +80,15 @@ def running_server(
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log)
+    return Server(f"http://127.0.0.1:{port}", process, log)
+
+
+@contextmanager
+def running_server(
+    data_dir: Path, workdir: Path, *args: str, env: Mapping[str, str] | None = None, name: str = "server"
+) -> Iterator[Server]:
+    """`ragserve --data-dir DATA_DIR serve --port <free> ARGS...`, ready, stopped on exit."""
+    server = start_server(data_dir, workdir, *args, env=env, name=name)
     try:
         wait_ready(server)
         yield server

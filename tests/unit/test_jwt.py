@@ -125,7 +125,7 @@ def test_rs256_token_from_pem_with_collections_and_list_scopes(rsa_key: rsa.RSAP
 
     principal = verifier.verify(token)
 
-    assert principal.scopes == frozenset({"admin", "query"})
+    assert principal.scopes == frozenset({"admin", "query", "ingest"})  # admin implies the others
     assert principal.collections == frozenset({"docs", "faq"})
     assert principal.tenant == "acme"
 

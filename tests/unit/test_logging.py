@@ -119,7 +119,7 @@ def test_json_lines_from_structlog_and_stdlib_loggers(restore_root_logging: None
 
 def test_production_defaults_to_json_and_development_to_console(restore_root_logging: None) -> None:
     stream = io.StringIO()
-    configure_logging(Settings(env="production", log_format="auto"), stream=stream)
+    configure_logging(Settings(env="production", log_format="auto", auth_mode="api_key"), stream=stream)
     logging.getLogger("ragserve.test").info("in production")
     assert json_lines(stream)[0]["event"] == "in production"
 

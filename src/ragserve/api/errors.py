@@ -30,7 +30,7 @@ from ragserve.errors import (
     UnsupportedMediaError,
 )
 from ragserve.observability.metrics import get_metrics
-from ragserve.types import NAME_PATTERN
+from ragserve.types import NAME_PATTERN, NON_BLANK
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 # Pydantic says "String should match pattern '…'"; say what the pattern means instead.
 PATTERN_MEANINGS = {
     NAME_PATTERN: "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
-    r"\S": "must not be blank",
+    NON_BLANK: "must not be blank",
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragserve.api.schemas import CitationPublic, MaxTokens
-from ragserve.types import NAME_PATTERN
+from ragserve.types import NAME_PATTERN, NON_BLANK
 
 
 class TextPart(BaseModel):
@@ -43,7 +43,7 @@ class StreamOptions(BaseModel):
 _HAS_A_QUESTION: dict[str, Any] = {
     "contains": {
         "type": "object",
-        "properties": {"role": {"const": "user"}, "content": {"type": "string", "pattern": r"\S"}},
+        "properties": {"role": {"const": "user"}, "content": {"type": "string", "pattern": NON_BLANK}},
         "required": ["role", "content"],
     }
 }

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from ragserve.types import NAME_PATTERN, Answer, DocumentInfo, ScoredChunk
+from ragserve.types import NAME_PATTERN, NON_BLANK, Answer, DocumentInfo, ScoredChunk
 
 Scalar = str | int | float | bool
 
@@ -22,7 +22,7 @@ CollectionName = Annotated[
 ]
 
 
-def _json_integer(value: object) -> object:
+def json_integer(value: object) -> object:
     # JSON Schema's integer admits 5.0 but not "5" or true; pydantic's lax mode admits all three.
     if isinstance(value, str | bytes | bool):
         raise ValueError("must be an integer")
@@ -30,11 +30,11 @@ def _json_integer(value: object) -> object:
 
 
 # Constraints live inside each alias: on `X | None` they must reach the integer branch of the schema.
-TopK = Annotated[int, Field(strict=False, ge=1, le=100), BeforeValidator(_json_integer)]
-MaxTokens = Annotated[int, Field(strict=False, ge=1, le=8192), BeforeValidator(_json_integer)]
+TopK = Annotated[int, Field(strict=False, ge=1, le=100), BeforeValidator(json_integer)]
+MaxTokens = Annotated[int, Field(strict=False, ge=1, le=8192), BeforeValidator(json_integer)]
 FilterKey = Annotated[str, Field(min_length=1, max_length=256)]
 FilterValues = Annotated[list[Scalar], Field(min_length=1, max_length=100)]
-QueryText = Annotated[str, Field(min_length=1, pattern=r"\S", description="the question or search text")]
+QueryText = Annotated[str, Field(min_length=1, pattern=NON_BLANK, description="the question or search text")]
 
 ERROR_DESCRIPTIONS = {
     400: "the request is well-formed but unusable; the message says why",
@@ -175,8 +175,8 @@ class SearchResponse(BaseModel):
 
 
 class DocumentCreate(Strict):
-    id: str | None = Field(default=None, min_length=1, max_length=512, pattern=r"\S")
-    text: str = Field(min_length=1, max_length=5_000_000, pattern=r"\S")
+    id: str | None = Field(default=None, min_length=1, max_length=512, pattern=NON_BLANK)
+    text: str = Field(min_length=1, max_length=5_000_000, pattern=NON_BLANK)
     title: str | None = Field(default=None, max_length=1000)
     source: str | None = Field(default=None, max_length=2000)
     metadata: dict[str, Any] = Field(default_factory=dict)

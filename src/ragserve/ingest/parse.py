@@ -33,9 +33,12 @@ from ragserve.errors import (
     UnsupportedMediaError,
 )
 from ragserve.ingest import formats
+from ragserve.ingest.archive import check_archive
 from ragserve.types import ParsedDocument
 
 MAX_FILE_BYTES = 100 * 1024 * 1024
+# A DOCX may inflate to 10x its size limit, but never past this: python-docx holds it in memory.
+MAX_DOCX_INFLATED_BYTES = 200 * 1024 * 1024
 
 Kind = Literal["text", "markdown", "html", "pdf", "docx", "json", "jsonl"]
 _KIND_BY_SUFFIX: dict[str, Kind] = {
@@ -124,7 +127,7 @@ def parse_file(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> list[ParsedDoc
         data = path.read_bytes()
     except OSError as exc:
         raise ParseError(f"cannot read file: {exc.strerror or exc}") from exc
-    return _parse_as(kind, data, source_name(path))
+    return _parse_as(kind, data, source_name(path), max_bytes)
 
 
 def parse_bytes(data: bytes, filename: str, *, max_bytes: int = MAX_FILE_BYTES) -> list[ParsedDocument]:
@@ -132,7 +135,7 @@ def parse_bytes(data: bytes, filename: str, *, max_bytes: int = MAX_FILE_BYTES) 
     _check_size(len(data), max_bytes)
     kind, text = _sniff(data, Path(filename).suffix.lower())
     if text is None:
-        return _parse_as(kind, data, filename)
+        return _parse_as(kind, data, filename, max_bytes)
     return _TEXT_PARSERS[kind](text, filename)
 
 
@@ -164,12 +167,13 @@ def _unsupported_reason(suffix: str) -> str:
     return f"unsupported file type {what} (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})"
 
 
-def _parse_as(kind: Kind, data: bytes, source: str) -> list[ParsedDocument]:
+def _parse_as(kind: Kind, data: bytes, source: str, max_bytes: int) -> list[ParsedDocument]:
     if not data.strip():
         raise ParseError(EMPTY_REASON)
     if kind == "pdf":
         return formats.parse_pdf(data, source)
     if kind == "docx":
+        check_archive(data, max_total_bytes=min(10 * max_bytes, MAX_DOCX_INFLATED_BYTES))
         return formats.parse_docx(data, source)
     return _TEXT_PARSERS[kind](decode_text(data), source)
 

@@ -37,6 +37,10 @@ PREFIX = "rsk_"
 _KEY = re.compile(r"^(rsk_[0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(NAME_PATTERN)
 _DUMMY_SALT = "0" * 32
+# Budgets a database integer column and a float sum hold exactly.
+MAX_MONTHLY_TOKENS = 10**15
+MAX_MONTHLY_USD = 1e12
+_DUMMY_DIGEST = "0" * 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,10 @@ class ApiKeys:
             raise InvalidInputError("name must be 1-200 characters", field="name")
         if expires_in_s is not None and expires_in_s <= 0:
             raise InvalidInputError("expires_in_s must be positive", field="expires_in_s")
+        if monthly_tokens is not None and not 0 <= monthly_tokens <= MAX_MONTHLY_TOKENS:
+            raise InvalidInputError(f"monthly_tokens must be 0 to {MAX_MONTHLY_TOKENS}", field="monthly_tokens")
+        if monthly_usd is not None and not 0 <= monthly_usd <= MAX_MONTHLY_USD:
+            raise InvalidInputError(f"monthly_usd must be 0 to {MAX_MONTHLY_USD:g}", field="monthly_usd")
         allowed = None if collections is None else tuple(dict.fromkeys(collections))
         for collection in allowed or ():
             if not _NAME.match(collection):
@@ -208,7 +216,9 @@ class ApiKeys:
         row = await self.db.run(lambda conn: conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first())
         salt = row.salt if row is not None else _DUMMY_SALT
         given = self.digest(salt, secret)
-        if row is None or not hmac.compare_digest(given, row.digest):
+        # Compared even for an unknown id, so that it costs what a wrong secret costs.
+        matches = hmac.compare_digest(given, row.digest if row is not None else _DUMMY_DIGEST)
+        if row is None or not matches:
             raise AuthenticationError("unknown API key", reason="unknown")
         info = _info(row)
         state = info.state(time.time())

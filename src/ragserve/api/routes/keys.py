@@ -10,17 +10,17 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from ragserve.api.access import Access, AccessDep
-from ragserve.api.schemas import CollectionName, Strict, error_responses
+from ragserve.api.schemas import CollectionName, Strict, error_responses, json_integer
 from ragserve.errors import PermissionDeniedError
 from ragserve.security.gate import Gate
-from ragserve.security.keys import ApiKeys
+from ragserve.security.keys import MAX_MONTHLY_TOKENS, MAX_MONTHLY_USD, ApiKeys
 from ragserve.security.principal import Scope_
 from ragserve.security.usage import TENANT_TOTAL, Usage, current_month
 
-router = APIRouter(prefix="/v1", tags=["keys"], responses=error_responses(401, 403, 422, 500, 503))
+router = APIRouter(prefix="/v1", tags=["keys"], responses=error_responses(400, 401, 403, 422, 429, 500, 503))
 
 
 class KeyCreate(Strict):
@@ -29,8 +29,10 @@ class KeyCreate(Strict):
     tenant: CollectionName | None = Field(default=None, description="only the bootstrap admin key may name another")
     collections: list[CollectionName] | None = Field(default=None, max_length=1000)
     expires_in_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400, strict=False)
-    monthly_tokens: int | None = Field(default=None, ge=0)
-    monthly_usd: float | None = Field(default=None, ge=0, strict=False)
+    monthly_tokens: (
+        Annotated[int, Field(strict=False, ge=0, le=MAX_MONTHLY_TOKENS), BeforeValidator(json_integer)] | None
+    ) = None
+    monthly_usd: float | None = Field(default=None, ge=0, le=MAX_MONTHLY_USD, strict=False)
 
 
 def _keys(request: Request) -> ApiKeys:
