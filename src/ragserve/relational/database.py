@@ -12,6 +12,7 @@ the event loop never waits on the database.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from ragserve.errors import ConfigurationError, StoreError
 
 T = TypeVar("T")
+_CREATE_ATTEMPTS = 5
 
 metadata = MetaData()
 
@@ -82,11 +84,17 @@ class Database:
             data_dir.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{data_dir / 'state.sqlite3'}"
         engine = _engine(url)
-        try:
-            metadata.create_all(engine)
-        except SQLAlchemyError as exc:
-            engine.dispose()
-            raise StoreError(f"relational database unreachable: {_describe(exc)}") from exc
+        for attempt in range(_CREATE_ATTEMPTS):
+            try:
+                metadata.create_all(engine)
+                break
+            except SQLAlchemyError as exc:
+                # Several workers starting at once race to create the tables; the loser sees
+                # "already exists" and, on its next look, the tables the winner made.
+                if attempt == _CREATE_ATTEMPTS - 1:
+                    engine.dispose()
+                    raise StoreError(f"relational database unreachable: {_describe(exc)}") from exc
+                time.sleep(0.05 * (attempt + 1))
         return cls(engine)
 
     @property
