@@ -5,13 +5,14 @@ Redis under it with --redis-url). Server-side latency is what the server logs fo
 request (`latency_ms` of its JSON access line: routing, validation, cache, serialisation);
 throughput comes from `wrk` on loopback.
 
-    python bench/cached_query.py [--redis-url redis://127.0.0.1:6379/15] [--requests 2000]
+    python bench/cached_query.py [--redis-url redis://127.0.0.1:6379/15] [--auth] [--requests 2000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import shutil
 import signal
 import sys
@@ -43,18 +44,20 @@ def server_latencies(log: Path, since: int) -> np.ndarray:
     return np.asarray(values)
 
 
-def sequential(port: int, body: dict[str, Any], n: int, log: Path) -> dict[str, Any]:
+def sequential(
+    port: int, body: dict[str, Any], n: int, log: Path, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     mark = log.stat().st_size
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-        headers = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers) as client:
+        seen = []
         for _ in range(n):
             r = client.post("/v1/query", json=body)
-            headers.append(r.headers.get("x-cache"))
+            seen.append(r.headers.get("x-cache"))
     time.sleep(0.5)  # the last access lines reach the log
     latencies = server_latencies(log, mark)
     return {
         "requests": n,
-        "x_cache": {h: headers.count(h) for h in set(headers)},
+        "x_cache": {h: seen.count(h) for h in set(seen)},
         "server_ms": {f"p{p}": float(np.percentile(latencies, p)) for p in (50, 95, 99)} if len(latencies) else None,
     }
 
@@ -66,6 +69,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--redis-url")
     parser.add_argument("--models", type=Path, help="an exported model cache to reuse (a data dir's models/)")
+    parser.add_argument(
+        "--auth", action="store_true", help="API keys on, with a (never reached) per-key rate limit and a usage ledger"
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ragserve-cached-"))
     if args.models:
@@ -74,19 +80,31 @@ def main() -> None:
     env = {"RAGSERVE_LOG_FORMAT": "json", "RAGSERVE_LOG_LEVEL": "info"}
     if args.redis_url:
         env["RAGSERVE_REDIS_URL"] = args.redis_url
+    admin = secrets.token_urlsafe(32)
+    if args.auth:
+        env |= {
+            "RAGSERVE_AUTH_MODE": "api_key",
+            "RAGSERVE_ADMIN_API_KEY": admin,
+            "RAGSERVE_RATE_LIMIT_KEY_RPM": "100000000",
+        }
     server = start_server(root, port, log=log, env=env)
     try:
         base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {admin}"}
+        if args.auth:
+            created = httpx.post(f"{base}/v1/keys", json={"name": "bench", "scopes": ["query", "ingest"]}, headers=headers)
+            headers = {"Authorization": f"Bearer {created.raise_for_status().json()['key']}"}
         httpx.post(
-            f"{base}/v1/documents", json={"collection": "bench", "documents": DOCS}, timeout=120
+            f"{base}/v1/documents", json={"collection": "bench", "documents": DOCS}, headers=headers, timeout=120
         ).raise_for_status()
-        httpx.post(f"{base}/v1/query", json=CACHED, timeout=30).raise_for_status()  # fills the cache
+        httpx.post(f"{base}/v1/query", json=CACHED, headers=headers, timeout=30).raise_for_status()  # fills the cache
         result: dict[str, Any] = {
             "cache": "redis (L2) + in-process L1" if args.redis_url else "in-process",
-            "cached": sequential(port, CACHED, args.requests, log),
-            "uncached": sequential(port, UNCACHED, max(args.requests // 4, 100), log),
-            "wrk_cached": wrk(port, "/v1/query", CACHED, args.wrk_seconds, args.connections),
-            "wrk_uncached": wrk(port, "/v1/query", UNCACHED, args.wrk_seconds, args.connections),
+            "auth": "api_key, rate limit, usage ledger" if args.auth else "none",
+            "cached": sequential(port, CACHED, args.requests, log, headers),
+            "uncached": sequential(port, UNCACHED, max(args.requests // 4, 100), log, headers),
+            "wrk_cached": wrk(port, "/v1/query", CACHED, args.wrk_seconds, args.connections, headers),
+            "wrk_uncached": wrk(port, "/v1/query", UNCACHED, args.wrk_seconds, args.connections, headers),
         }
     finally:
         server.send_signal(signal.SIGTERM)

@@ -114,7 +114,14 @@ def overhead(port: int, requests: int) -> dict[str, Any]:
     }
 
 
-def wrk(port: int, path: str, body: dict[str, Any] | None, seconds: int, connections: int) -> dict[str, Any] | None:
+def wrk(
+    port: int,
+    path: str,
+    body: dict[str, Any] | None,
+    seconds: int,
+    connections: int,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any] | None:
     if shutil.which("wrk") is None:
         return None
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
@@ -124,6 +131,8 @@ def wrk(port: int, path: str, body: dict[str, Any] | None, seconds: int, connect
                 f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
                 'wrk.headers["Content-Type"] = "application/json"\n'
             )
+        for name, value in (headers or {}).items():
+            script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
     try:
         out = subprocess.run(
             [*args, "-s", script.name, f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True
