@@ -74,7 +74,13 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     default_tenant: str = Field(default="default", min_length=1, max_length=128)
     default_collection: str = Field(default="default", min_length=1, max_length=128)
-    vector_store: Literal["embedded"] = "embedded"
+    vector_store: Literal["embedded", "qdrant"] = "embedded"
+    # Qdrant (vector_store=qdrant): a server URL, ":memory:", or a local path (Qdrant's embedded mode).
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    qdrant_collection_prefix: str = Field(default="ragserve", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    qdrant_shards: int = Field(default=1, ge=1, le=1024)  # for collections created from now on
+    qdrant_replication: int = Field(default=1, ge=1, le=16)
     request_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
     embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
@@ -105,6 +111,11 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     upload_inline_bytes: int = Field(default=1024 * 1024, ge=0)
     job_workers: int = Field(default=1, ge=1, le=32)
+    # With a queue URL (redis://…), ingestion jobs go to Celery workers (`ragserve worker`);
+    # without one, each API process runs them itself.
+    queue_url: str | None = None
+    job_max_retries: int = Field(default=3, ge=0, le=20)
+    job_time_limit_s: float = Field(default=1800.0, gt=0, le=86400)
 
     workers: int = Field(default=1, ge=1, le=64)
     graceful_timeout_s: float = Field(default=30.0, gt=0, le=600)
