@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install dev serve test lint format typecheck unit fuzz demo-llm bench clean
+.PHONY: install dev serve test test-cluster lint format typecheck unit fuzz demo-llm bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,11 +40,19 @@ typecheck: dev
 unit: dev
 	$(BIN)/pytest -q tests/unit
 
-# promtool (Debian package prometheus) checks the /metrics exposition; without it that test skips.
+# promtool (Debian package prometheus) checks the /metrics exposition and deploy/prometheus, nginx checks
+# deploy/nginx; without them those tests skip. A freshly installed nginx is stopped (it would hold port 80).
 test: lint typecheck
-	-command -v promtool >/dev/null || ! command -v apt-get >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
-	$(BIN)/pytest -q
+	-{ command -v promtool && command -v nginx; } >/dev/null || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus nginx; \
+		  service nginx stop >/dev/null 2>&1 || true; }
+	$(BIN)/pytest -q -m "not cluster"
+
+# Three replicas (gunicorn, 2 workers each) behind nginx, with Redis and PostgreSQL, under a minute of
+# load while one is killed and restarted: no failed request, no stale answer, global rate limits.
+# Needs redis-server, nginx and PostgreSQL at 127.0.0.1:5432; takes a few minutes, so not in `make test`.
+test-cluster: dev
+	$(BIN)/pytest -q -m cluster tests/cluster -s
 
 format: dev
 	$(BIN)/ruff format src tests bench

@@ -92,7 +92,8 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {admin}"}
         if args.auth:
-            created = httpx.post(f"{base}/v1/keys", json={"name": "bench", "scopes": ["query", "ingest"]}, headers=headers)
+            key = {"name": "bench", "scopes": ["query", "ingest"]}
+            created = httpx.post(f"{base}/v1/keys", json=key, headers=headers)
             headers = {"Authorization": f"Bearer {created.raise_for_status().json()['key']}"}
         httpx.post(
             f"{base}/v1/documents", json={"collection": "bench", "documents": DOCS}, headers=headers, timeout=120

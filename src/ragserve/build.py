@@ -85,6 +85,22 @@ def build_query_cache(settings: Settings, cache: Cache, store: VectorStore, embe
 
 
 def build_store(settings: Settings, embedder: Embedder) -> VectorStore:
+    if settings.vector_store == "qdrant":
+        from ragserve.store.qdrant import QdrantVectorStore, open_client
+
+        if not settings.qdrant_url:
+            raise ConfigurationError(
+                "RAGSERVE_VECTOR_STORE=qdrant needs RAGSERVE_QDRANT_URL: a server URL, ':memory:' or a directory"
+            )
+        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        return QdrantVectorStore(
+            open_client(settings.qdrant_url, api_key),
+            embedder.dimension,
+            embedder.model_name,
+            prefix=settings.qdrant_collection_prefix,
+            shards=settings.qdrant_shards,
+            replication=settings.qdrant_replication,
+        )
     hnsw = HnswParams(
         m=settings.hnsw_m, ef_construction=settings.hnsw_ef_construction, ef_search=settings.hnsw_ef_search
     )

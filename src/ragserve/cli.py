@@ -1,4 +1,4 @@
-"""The `ragserve` command: ingest, query, search, eval, keys, serve."""
+"""The `ragserve` command: ingest, query, search, eval, keys, worker, serve."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ragserve import cli_keys
-from ragserve.errors import RagserveError
+from ragserve import cli_db, cli_keys
+from ragserve.errors import ConfigurationError, RagserveError
 from ragserve.ingest.pipeline import IngestProgress, IngestReport
 from ragserve.rag import RAG
 from ragserve.settings import Settings, load_settings
+from ragserve.store import migrate
 
 console = Console(stderr=True)
 out = Console()
@@ -53,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     cli_keys.add_parser(sub)
+    migrate.add_parser(sub)
+    cli_db.add_parser(sub)
+
+    worker = sub.add_parser("worker", help="run ingestion jobs from the queue (RAGSERVE_QUEUE_URL)")
+    worker.add_argument("--concurrency", type=int, help="worker processes (RAGSERVE_JOB_WORKERS)")
 
     serve = sub.add_parser("serve", help="run the HTTP API and web page")
     serve.add_argument("--host")
@@ -195,6 +201,17 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.queue_url:
+        raise ConfigurationError("ragserve worker needs RAGSERVE_QUEUE_URL (e.g. redis://127.0.0.1:6379/1)")
+    from ragserve.observability.logging import configure_logging
+    from ragserve.worker.celery_app import run_worker
+
+    configure_logging(settings)
+    run_worker(settings, args.concurrency or settings.job_workers)
+    return 0
+
+
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     async with await RAG.from_settings(settings) as rag:
         if args.command == "ingest":
@@ -211,8 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(**overrides)
         if args.command == "serve":
             return _serve(settings, args)
+        if args.command == "worker":
+            return _worker(settings, args)
         if args.command == "keys":
             return asyncio.run(cli_keys.run(settings, args, out))
+        if args.command == "migrate-store":
+            return asyncio.run(migrate.run(settings, args, lambda line: out.print(line, highlight=False)))
+        if args.command == "db":
+            return cli_db.run(settings, args, out)
         return asyncio.run(_run(settings, args))
     except RagserveError as exc:
         console.print(f"[red]error:[/] {exc.message}", highlight=False)

@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     # without one, each API process runs them itself.
     queue_url: str | None = None
     job_max_retries: int = Field(default=3, ge=0, le=20)
+    job_stale_s: float = Field(default=30.0, ge=3, le=3600)  # a running job silent this long is re-queued
     job_time_limit_s: float = Field(default=1800.0, gt=0, le=86400)
 
     workers: int = Field(default=1, ge=1, le=64)

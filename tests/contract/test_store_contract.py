@@ -6,17 +6,24 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from qdrant_client import AsyncQdrantClient
 from store_contract import CONTRACT, DIM, Check
 
 from ragserve.store.base import VectorStore
 from ragserve.store.embedded import EmbeddedVectorStore
+from ragserve.store.qdrant import QdrantVectorStore
 
 
 def embedded_store(tmp_path: Path) -> VectorStore:
     return EmbeddedVectorStore(tmp_path / "store", dimension=DIM, model_name="test")
 
 
-FACTORIES: dict[str, Callable[[Path], VectorStore]] = {"embedded": embedded_store}
+def qdrant_store(tmp_path: Path) -> VectorStore:
+    """Qdrant's in-process local mode: the same client API and query semantics as a server."""
+    return QdrantVectorStore(AsyncQdrantClient(location=":memory:"), dimension=DIM, model_name="test")
+
+
+FACTORIES: dict[str, Callable[[Path], VectorStore]] = {"embedded": embedded_store, "qdrant": qdrant_store}
 
 
 @pytest.fixture(params=sorted(FACTORIES))

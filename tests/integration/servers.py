@@ -63,13 +63,22 @@ def wait_ready(server: Server) -> None:
 
 
 def start_server(
-    data_dir: Path, workdir: Path, *args: str, env: Mapping[str, str] | None = None, name: str = "server"
+    data_dir: Path,
+    workdir: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    name: str = "server",
+    port: int | None = None,
+    new_session: bool = False,
 ) -> Server:
     """`ragserve --data-dir DATA_DIR serve --port <free> ARGS...`, started (not yet ready: see `wait_ready`).
 
     Its log file is registered for the session's scan for secrets in logs (`secrets_registry`).
+    `port`: a given one (to restart a server where it was) instead of a free one. `new_session`:
+    the server leads a process group of its own, so a test can SIGKILL it with its gunicorn
+    workers (`os.killpg`), as a crashing container takes every process with it.
     """
-    port = free_port()
+    port = port or free_port()
     log = register_log_file(workdir / f"{name}.log")
     environment = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | dict(env or {})
     with log.open("wb") as sink:
@@ -79,6 +88,7 @@ def start_server(
             env=environment,
             stdout=sink,
             stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
     return Server(f"http://127.0.0.1:{port}", process, log)
 

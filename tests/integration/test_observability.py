@@ -91,6 +91,8 @@ async def test_metrics_exposition_passes_promtool(shared_rag: RAG, collection: s
     totals = await shared_rag.totals()
     assert value(r.text, "rag_documents") == totals.documents >= 1
     assert value(r.text, "rag_chunks") == totals.chunks >= 1
+    assert value(r.text, "rag_ingest_queue_depth") == 0  # read from the job store at scrape time
+    assert value(r.text, "rag_ingest_jobs_running") == 0
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -11,7 +11,6 @@ import asyncio
 import io
 import itertools
 import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,14 +19,16 @@ from typing import Any
 import docx
 import httpx
 import pytest
+import sqlalchemy as sa
 from asgi import serve
 from reportlab.pdfgen import canvas
 
 from ragserve.ingest.jobs import Job
-from ragserve.ingest.jobs_sqlite import SQLiteJobStore
+from ragserve.ingest.jobs_sql import SQLJobStore
 from ragserve.ingest.upload import SUPPORTED_FORMATS
-from ragserve.ingest.upload_jobs import JOBS_FILE, UPLOADS_DIR, Uploads
+from ragserve.ingest.upload_jobs import UPLOADS_DIR, Uploads
 from ragserve.rag import RAG
+from ragserve.relational.database import jobs
 from ragserve.settings import Settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -432,17 +433,17 @@ async def test_job_of_a_dead_process_is_requeued_and_completed(
     shared_rag: RAG, tmp_path: Path, collection: str
 ) -> None:
     # A process queues a job, claims it, and dies: its heartbeat stops and grows old.
-    store = await SQLiteJobStore.open(tmp_path / JOBS_FILE)
+    store = await SQLJobStore.open(None, tmp_path)
     try:
         uploads = Uploads(store, shared_rag.pipeline, tmp_path / UPLOADS_DIR, max_file_bytes=1 << 20, inline_bytes=0)
         queued = await uploads.receive(shared_rag.scope(collection), [Incoming("orphan.txt", b"Dingoes howl.")])
         assert isinstance(queued, Job)
         claimed = await store.claim("dead-process/1")
         assert claimed is not None and claimed.id == queued.id
+        aged = sa.update(jobs).where(jobs.c.id == queued.id).values(heartbeat_at=time.time() - 3600)
+        store.db.run_sync(lambda conn: conn.execute(aged))
     finally:
         await store.aclose()
-    with sqlite3.connect(tmp_path / JOBS_FILE) as conn:
-        conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ?", (time.time() - 3600, queued.id))
 
     # Another process starts over the same data directory and finishes the job.
     async with serve(settings_for(shared_rag, tmp_path), shared_rag) as client:

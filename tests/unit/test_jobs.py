@@ -1,37 +1,52 @@
-"""The SQLite job store and the job worker, against a real database file and a small runner."""
+"""The SQL job store (on SQLite and on a real PostgreSQL) and the job worker, with a small runner.
+
+PostgreSQL tests get a schema of their own and are skipped, saying why, only when the
+server at 127.0.0.1:5432 cannot be reached (`relational_backends`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from ragserve.errors import ParseError
-from ragserve.ingest.jobs import Job, JobOutcome, JobWorker, ProgressSink
-from ragserve.ingest.jobs_sqlite import SQLiteJobStore
+from ragserve.ingest.jobs import Job, JobCounts, JobOutcome, JobWorker, ProgressSink
+from ragserve.ingest.jobs_sql import SQLJobStore
+from ragserve.relational.database import jobs
 from ragserve.types import Scope
+from relational_backends import BACKENDS, database_url, url_of
 
 SCOPE = Scope("acme", "docs")
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
-    s = await SQLiteJobStore.open(tmp_path / "jobs.sqlite3")
-    yield s
-    await s.aclose()
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLJobStore]:
+    with database_url(request.param, tmp_path) as url:
+        s = await SQLJobStore.open(url, tmp_path)
+        assert s.db.dialect == request.param
+        try:
+            yield s
+        finally:
+            await s.aclose()
+
+
+async def another_process(store: SQLJobStore, tmp_path: Path) -> SQLJobStore:
+    """A second store with a connection pool of its own on the same database, as another API process has."""
+    return await SQLJobStore.open(url_of(store.db), tmp_path)
 
 
 def new_job(job_id: str, *, created_at: float | None = None, **payload: object) -> Job:
     return Job(id=job_id, scope=SCOPE, state="queued", payload=dict(payload), created_at=created_at or time.time())
 
 
-def age_heartbeat(path: Path, job_id: str, seconds: float) -> None:
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE jobs SET heartbeat_at = heartbeat_at - ? WHERE id = ?", (seconds, job_id))
+def age_heartbeat(store: SQLJobStore, job_id: str, seconds: float) -> None:
+    statement = sa.update(jobs).where(jobs.c.id == job_id).values(heartbeat_at=jobs.c.heartbeat_at - seconds)
+    store.db.run_sync(lambda conn: conn.execute(statement))
 
 
 class Runner:
@@ -58,7 +73,7 @@ class Runner:
         self.discarded.append(job.id)
 
 
-async def wait_for(store: SQLiteJobStore, job_id: str, *states: str, limit_s: float = 10) -> Job:
+async def wait_for(store: SQLJobStore, job_id: str, *states: str, limit_s: float = 10) -> Job:
     deadline = time.monotonic() + limit_s
     while True:
         job = await store.get(job_id, SCOPE.tenant)
@@ -72,7 +87,7 @@ async def wait_for(store: SQLiteJobStore, job_id: str, *states: str, limit_s: fl
 # --- the store ------------------------------------------------------------------------
 
 
-async def test_create_get_is_tenant_scoped(store: SQLiteJobStore) -> None:
+async def test_create_get_is_tenant_scoped(store: SQLJobStore) -> None:
     await store.create(new_job("j1", echo="hi"))
     job = await store.get("j1", "acme")
     assert job is not None
@@ -81,7 +96,7 @@ async def test_create_get_is_tenant_scoped(store: SQLiteJobStore) -> None:
     assert await store.get("missing", "acme") is None
 
 
-async def test_claims_take_the_oldest_first_and_never_twice(tmp_path: Path, store: SQLiteJobStore) -> None:
+async def test_claims_take_the_oldest_first_and_never_twice(tmp_path: Path, store: SQLJobStore) -> None:
     now = time.time()
     for i in range(6):
         await store.create(new_job(f"j{i}", created_at=now + i))
@@ -90,8 +105,8 @@ async def test_claims_take_the_oldest_first_and_never_twice(tmp_path: Path, stor
     assert (first.state, first.owner, first.attempts) == ("running", "w/1", 1)
     assert first.started_at is not None and first.heartbeat_at is not None
 
-    # A second store on the same file stands in for another API process.
-    other = await SQLiteJobStore.open(tmp_path / "jobs.sqlite3")
+    # A second store on the same database stands in for another API process.
+    other = await another_process(store, tmp_path)
     try:
         claims = await asyncio.gather(*(s.claim(f"w/{i}") for i in range(10) for s in (store, other)))
     finally:
@@ -101,7 +116,7 @@ async def test_claims_take_the_oldest_first_and_never_twice(tmp_path: Path, stor
     assert await store.claim("w/late") is None
 
 
-async def test_updates_need_the_claim_token(store: SQLiteJobStore) -> None:
+async def test_updates_need_the_claim_token(store: SQLJobStore) -> None:
     await store.create(new_job("j1"))
     job = await store.claim("w/1")
     assert job is not None
@@ -120,7 +135,7 @@ async def test_updates_need_the_claim_token(store: SQLiteJobStore) -> None:
     assert not await store.heartbeat("j1", "w/1", {})
 
 
-async def test_release_requeues_without_counting_an_attempt(store: SQLiteJobStore) -> None:
+async def test_release_requeues_without_counting_an_attempt(store: SQLJobStore) -> None:
     await store.create(new_job("j1"))
     await store.claim("w/1")
     assert await store.release("j1", "w/1")
@@ -128,12 +143,12 @@ async def test_release_requeues_without_counting_an_attempt(store: SQLiteJobStor
     assert job is not None and (job.state, job.owner, job.attempts) == ("queued", None, 0)
 
 
-async def test_stale_jobs_are_requeued_then_given_up(tmp_path: Path, store: SQLiteJobStore) -> None:
+async def test_stale_jobs_are_requeued_then_given_up(store: SQLJobStore) -> None:
     await store.create(new_job("j1"))
     await store.create(new_job("fresh"))
     await store.claim("w/dead")
     await store.claim("w/alive")
-    age_heartbeat(tmp_path / "jobs.sqlite3", "j1", 3600)
+    age_heartbeat(store, "j1", 3600)
 
     changed = await store.requeue_stale(time.time() - 30, max_attempts=2)
     assert [(j.id, j.state) for j in changed] == [("j1", "queued")]
@@ -142,17 +157,68 @@ async def test_stale_jobs_are_requeued_then_given_up(tmp_path: Path, store: SQLi
 
     again = await store.claim("w/2")
     assert again is not None and (again.id, again.attempts) == ("j1", 2)
-    age_heartbeat(tmp_path / "jobs.sqlite3", "j1", 3600)
+    age_heartbeat(store, "j1", 3600)
     changed = await store.requeue_stale(time.time() - 30, max_attempts=2)
     assert [(j.id, j.state) for j in changed] == [("j1", "failed")]
     assert changed[0].error is not None and "2 times" in changed[0].error
     assert await store.requeue_stale(time.time() - 30, max_attempts=2) == []
 
 
+async def test_concurrent_claimers_take_each_job_exactly_once(tmp_path: Path, store: SQLJobStore) -> None:
+    now = time.time()
+    for i in range(60):
+        await store.create(new_job(f"j{i:02d}", created_at=now + i / 1000))
+    # Four "processes" (connection pools of their own), four claimers each, claiming until the queue is empty.
+    stores = [store, *[await another_process(store, tmp_path) for _ in range(3)]]
+    claimed: dict[str, list[str]] = {}
+
+    async def claimer(s: SQLJobStore, name: str) -> None:
+        while (job := await s.claim(name)) is not None:
+            claimed.setdefault(job.id, []).append(name)
+
+    try:
+        await asyncio.gather(*(claimer(s, f"p{p}/c{c}") for p, s in enumerate(stores) for c in range(4)))
+    finally:
+        for other in stores[1:]:
+            await other.aclose()
+    assert sorted(claimed) == [f"j{i:02d}" for i in range(60)]
+    assert all(len(owners) == 1 for owners in claimed.values()), {k: v for k, v in claimed.items() if len(v) > 1}
+    assert len({owners[0] for owners in claimed.values()}) > 1  # the claims really were spread out
+    for job_id, owners in claimed.items():
+        job = await store.get(job_id, "acme")
+        assert job is not None and (job.state, job.owner, job.attempts) == ("running", owners[0], 1)
+
+
+async def test_concurrent_sweepers_requeue_each_stale_job_once(tmp_path: Path, store: SQLJobStore) -> None:
+    for i in range(20):
+        await store.create(new_job(f"s{i:02d}"))
+        assert await store.claim(f"dead/{i}") is not None
+        age_heartbeat(store, f"s{i:02d}", 3600)
+    others = [await another_process(store, tmp_path) for _ in range(3)]
+    try:
+        swept = await asyncio.gather(*(s.requeue_stale(time.time() - 30, max_attempts=3) for s in [store, *others]))
+    finally:
+        for other in others:
+            await other.aclose()
+    requeued = sorted(job.id for batch in swept for job in batch)
+    assert requeued == [f"s{i:02d}" for i in range(20)]  # each once, by one sweeper or another
+    assert all(job.state == "queued" and job.owner is None for batch in swept for job in batch)
+
+
+async def test_jobs_share_the_state_database(store: SQLJobStore, tmp_path: Path) -> None:
+    # On SQLite the jobs sit in the data directory's `state.sqlite3`, beside the API keys.
+    await store.create(new_job("j1"))
+    tables = store.db.run_sync(lambda conn: set(sa.inspect(conn).get_table_names()))
+    assert {"jobs", "api_keys", "usage"} <= tables
+    if store.db.dialect == "sqlite":
+        assert store.db.engine.url.database == str(tmp_path / "state.sqlite3")
+        assert not (tmp_path / "jobs.sqlite3").exists()
+
+
 # --- the worker -----------------------------------------------------------------------
 
 
-async def test_worker_runs_jobs_records_progress_and_discards(store: SQLiteJobStore) -> None:
+async def test_worker_runs_jobs_records_progress_and_discards(store: SQLJobStore) -> None:
     runner = Runner()
     worker = JobWorker(store, runner, concurrency=2, poll_s=5, heartbeat_s=0.05, stale_s=1)
     await worker.start()
@@ -172,7 +238,7 @@ async def test_worker_runs_jobs_records_progress_and_discards(store: SQLiteJobSt
     assert sorted(runner.discarded) == ["bad", "bug", "ok"]
 
 
-async def test_worker_heartbeats_a_long_job_and_publishes_progress(store: SQLiteJobStore) -> None:
+async def test_worker_heartbeats_a_long_job_and_publishes_progress(store: SQLJobStore) -> None:
     runner = Runner()
     worker = JobWorker(store, runner, poll_s=0.05, heartbeat_s=0.05, stale_s=1)
     await store.create(new_job("long", sleep=0.6))
@@ -189,10 +255,10 @@ async def test_worker_heartbeats_a_long_job_and_publishes_progress(store: SQLite
         await worker.stop()
 
 
-async def test_worker_requeues_a_stale_job_and_completes_it(tmp_path: Path, store: SQLiteJobStore) -> None:
+async def test_worker_requeues_a_stale_job_and_completes_it(store: SQLJobStore) -> None:
     await store.create(new_job("orphan", echo="again"))
     await store.claim("dead-process/1")
-    age_heartbeat(tmp_path / "jobs.sqlite3", "orphan", 3600)
+    age_heartbeat(store, "orphan", 3600)
     runner = Runner()
     worker = JobWorker(store, runner, poll_s=0.05, heartbeat_s=0.05, stale_s=1)
     await worker.start()
@@ -204,7 +270,7 @@ async def test_worker_requeues_a_stale_job_and_completes_it(tmp_path: Path, stor
     assert runner.ran == ["orphan"]
 
 
-async def test_stop_puts_running_jobs_back_in_the_queue(store: SQLiteJobStore) -> None:
+async def test_stop_puts_running_jobs_back_in_the_queue(store: SQLJobStore) -> None:
     runner = Runner()
     worker = JobWorker(store, runner, poll_s=0.05, heartbeat_s=0.05, stale_s=1, grace_s=0.1)
     await store.create(new_job("slow", sleep=30))
@@ -216,6 +282,18 @@ async def test_stop_puts_running_jobs_back_in_the_queue(store: SQLiteJobStore) -
     assert runner.discarded == []
 
 
-async def test_worker_rejects_a_stale_limit_near_the_heartbeat(store: SQLiteJobStore) -> None:
+async def test_worker_rejects_a_stale_limit_near_the_heartbeat(store: SQLJobStore) -> None:
     with pytest.raises(ValueError, match="stale_s"):
         JobWorker(store, Runner(), heartbeat_s=1, stale_s=1.5)
+
+
+async def test_depth_counts_queued_and_running_jobs(store: SQLJobStore) -> None:
+    assert await store.depth() == JobCounts(0, 0)
+    for i in range(3):
+        await store.create(Job(id=f"d{i}", scope=Scope("acme", "docs"), state="queued", payload={}))
+    assert await store.depth() == JobCounts(queued=3, running=0)
+    claimed = await store.claim("w1")
+    assert claimed is not None
+    assert await store.depth() == JobCounts(queued=2, running=1)
+    await store.finish(claimed.id, "w1", JobOutcome("succeeded"), {})
+    assert await store.depth() == JobCounts(queued=2, running=0)

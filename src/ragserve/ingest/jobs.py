@@ -6,7 +6,7 @@ whose job was taken away from it (its heartbeat went stale and another process r
 the job) learns so and stops. A job that keeps killing its process fails after
 `max_attempts` instead of circling forever.
 
-    store = await SQLiteJobStore.open(data_dir / "jobs.sqlite3")
+    store = await SQLJobStore.open(settings.database_url, settings.data_dir)  # ragserve.ingest.jobs_sql
     worker = JobWorker(store, runner, concurrency=2)
     await worker.start()
     await store.create(job)
@@ -62,6 +62,12 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class JobCounts:
+    queued: int
+    running: int
+
+
+@dataclass(frozen=True, slots=True)
 class JobOutcome:
     state: FinalState
     errors: list[dict[str, str]] = field(default_factory=list)
@@ -100,6 +106,10 @@ class JobStore(Protocol):
         those that already had `max_attempts`. Returns the jobs changed, in their new state."""
         ...
 
+    async def depth(self) -> JobCounts:
+        """How many jobs wait and how many run now, across every process."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -127,7 +137,10 @@ class JobWorker:
         stale_s: float = 30.0,
         max_attempts: int = 3,
         grace_s: float = 5.0,
+        on_requeued: Callable[[Job], None] | None = None,
     ) -> None:
+        """`concurrency=0` only sweeps: stale jobs are re-queued (and `on_requeued` told, e.g. to
+        send them to a queue's workers) but nothing is claimed here."""
         if stale_s <= heartbeat_s * 2:
             raise ValueError("stale_s must be well above heartbeat_s, or live jobs would be re-queued")
         self._store = store
@@ -138,6 +151,7 @@ class JobWorker:
         self._stale_s = stale_s
         self._max_attempts = max_attempts
         self._grace_s = grace_s
+        self._on_requeued = on_requeued
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._stopping = False
@@ -184,6 +198,8 @@ class JobWorker:
                 await self._runner.discard(job)
             else:
                 log.warning("job %s re-queued: its worker stopped heartbeating", job.id)
+                if self._on_requeued is not None:
+                    self._on_requeued(job)
 
     async def _fill(self) -> None:
         while len(self._running) < self._concurrency and not self._stopping:
@@ -193,6 +209,18 @@ class JobWorker:
             task = asyncio.create_task(self._execute(job), name=f"ragserve-job-{job.id}")
             self._running.add(task)
             task.add_done_callback(self._finished)
+
+    async def run_one(self) -> bool:
+        """Sweep, then claim and run one queued job to its end here (a queue worker's task).
+
+        False when nothing was queued: another worker took it, or it already ran.
+        """
+        await self._sweep()
+        job = await self._store.claim(f"{self.name}/{uuid.uuid4().hex[:12]}")
+        if job is None:
+            return False
+        await self._execute(job)
+        return True
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)

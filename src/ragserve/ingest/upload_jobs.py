@@ -23,7 +23,7 @@ from typing import Protocol, cast, get_args
 
 from ragserve.errors import NotFoundError
 from ragserve.ingest.jobs import Job, JobOutcome, JobStore, JobWorker, ProgressSink
-from ragserve.ingest.jobs_sqlite import SQLiteJobStore
+from ragserve.ingest.jobs_sql import SQLJobStore
 from ragserve.ingest.parse import Kind
 from ragserve.ingest.pipeline import IngestPipeline
 from ragserve.ingest.upload import (
@@ -40,7 +40,6 @@ from ragserve.ingest.upload import (
 from ragserve.settings import Settings
 from ragserve.types import Metadata, Scope
 
-JOBS_FILE = "jobs.sqlite3"
 UPLOADS_DIR = "uploads"
 
 
@@ -188,10 +187,9 @@ def upload_job(
     )
 
 
-@asynccontextmanager
-async def open_uploads(settings: Settings, pipeline: IngestPipeline) -> AsyncIterator[Uploads]:
-    """Uploads over the jobs database in `settings.data_dir`, with `settings.job_workers` running jobs."""
-    store = await SQLiteJobStore.open(settings.data_dir / JOBS_FILE)
+async def open_runner(settings: Settings, pipeline: IngestPipeline) -> tuple[JobStore, Uploads]:
+    """The jobs store in the data directory and the upload runner over it (an API process or a queue worker)."""
+    store = await SQLJobStore.open(settings.database_url, settings.data_dir)
     uploads = Uploads(
         store,
         pipeline,
@@ -199,8 +197,34 @@ async def open_uploads(settings: Settings, pipeline: IngestPipeline) -> AsyncIte
         max_file_bytes=settings.max_file_bytes,
         inline_bytes=settings.upload_inline_bytes,
     )
-    worker = JobWorker(store, uploads, concurrency=settings.job_workers)
-    uploads.on_enqueue = worker.wake
+    return store, uploads
+
+
+@asynccontextmanager
+async def open_uploads(settings: Settings, pipeline: IngestPipeline) -> AsyncIterator[Uploads]:
+    """Uploads, with their jobs run here (`job_workers` at a time) or, with a queue URL, by `ragserve worker`s.
+
+    Either way this process sweeps the store: a job whose worker went silent is re-queued
+    (and, with a queue, sent to it again).
+    """
+    store, uploads = await open_runner(settings, pipeline)
+    stale_s, max_attempts = settings.job_stale_s, settings.job_max_retries + 1
+    if settings.queue_url:
+        from ragserve.worker.celery_app import Dispatcher, make_celery
+
+        dispatcher = Dispatcher(make_celery(settings))
+        worker = JobWorker(
+            store,
+            uploads,
+            concurrency=0,
+            stale_s=stale_s,
+            max_attempts=max_attempts,
+            on_requeued=lambda _: dispatcher.submit(),
+        )
+        uploads.on_enqueue = dispatcher.submit
+    else:
+        worker = JobWorker(store, uploads, concurrency=settings.job_workers, stale_s=stale_s, max_attempts=max_attempts)
+        uploads.on_enqueue = worker.wake
     await worker.start()
     try:
         yield uploads

@@ -177,10 +177,14 @@ def multiprocess_enabled() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
 
-def exposition(totals: CollectionStats | None, accept: str = "") -> tuple[bytes, str]:
+def exposition(
+    totals: CollectionStats | None, accept: str = "", jobs: tuple[int, int] | None = None
+) -> tuple[bytes, str]:
     """The scrape body and its content type (negotiated from `accept`).
 
     `totals` fills the `rag_documents` and `rag_chunks` gauges; None (store unreachable) leaves them out.
+    `jobs` (queued, running) fills `rag_ingest_queue_depth` and `rag_ingest_jobs_running`, read from
+    the shared job store, so every replica reports the same.
     Reads every worker's files in multiprocess mode: call it off the event loop.
     """
     get_metrics()  # so the families appear before their first sample
@@ -191,19 +195,24 @@ def exposition(totals: CollectionStats | None, accept: str = "") -> tuple[bytes,
     else:
         source = REGISTRY
     encode, content_type = choose_encoder(accept)
-    return encode(_Scrape(source, totals)), content_type
+    return encode(_Scrape(source, totals, jobs)), content_type
 
 
 class _Scrape(Collector):
     """One scrape: the registry's families plus the store totals read for it."""
 
-    def __init__(self, source: Collector, totals: CollectionStats | None) -> None:
+    def __init__(self, source: Collector, totals: CollectionStats | None, jobs: tuple[int, int] | None) -> None:
         self.source = source
         self.totals = totals
+        self.jobs = jobs
 
     def collect(self) -> Iterable[Metric]:
         yield from self.source.collect()
         yield from self._totals()
+        if self.jobs is not None:
+            queued, running = self.jobs
+            yield GaugeMetricFamily("rag_ingest_queue_depth", "Ingestion jobs waiting for a worker.", value=queued)
+            yield GaugeMetricFamily("rag_ingest_jobs_running", "Ingestion jobs being run now.", value=running)
 
     def _totals(self) -> Iterator[Metric]:
         if self.totals is None:

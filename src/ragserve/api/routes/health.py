@@ -6,6 +6,7 @@ failed; `/status` is for people: versions, configuration without secrets, counts
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import time
@@ -19,6 +20,7 @@ from ragserve import __version__
 from ragserve.api.deps import RagDep
 from ragserve.errors import RagserveError
 from ragserve.rag import RAG
+from ragserve.relational.database import Database
 from ragserve.settings import Settings, public_summary
 
 router = APIRouter(tags=["health"])
@@ -33,9 +35,9 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health/ready", response_model=None)
-async def ready(rag: RagDep) -> JSONResponse:
+async def ready(request: Request, rag: RagDep) -> JSONResponse:
     """Model loaded and warmed up, store reachable and on this schema; 503 naming the failing check otherwise."""
-    checks = await rag.readiness()
+    checks = await _readiness(request, rag)
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
 
@@ -43,7 +45,7 @@ async def ready(rag: RagDep) -> JSONResponse:
 @router.get("/health", response_model=None)
 async def health(request: Request, rag: RagDep) -> JSONResponse:
     """A one-glance summary: readiness, version and uptime."""
-    checks = await rag.readiness()
+    checks = await _readiness(request, rag)
     ok = all(v == "ok" for v in checks.values())
     body = {
         "status": "ok" if ok else "not_ready",
@@ -58,7 +60,7 @@ async def health(request: Request, rag: RagDep) -> JSONResponse:
 async def status(request: Request, rag: RagDep) -> dict[str, Any]:
     """Versions, configuration (secrets masked), document and chunk counts, dependency states."""
     settings: Settings = request.app.state.settings
-    checks = await rag.readiness()
+    checks = await _readiness(request, rag)
     try:
         totals = await rag.totals()
         counts: dict[str, Any] = {"documents": totals.documents, "chunks": totals.chunks}
@@ -78,6 +80,27 @@ async def status(request: Request, rag: RagDep) -> dict[str, Any]:
         "counts": counts,
         "configuration": public_summary(settings),
     }
+
+
+async def _readiness(request: Request, rag: RAG) -> dict[str, str]:
+    """`rag.readiness()`, plus "database" when the relational schema is behind this release.
+
+    A replica on a schema it expects tables or columns of would fail requests, so it takes
+    no traffic until the operator migrates. A schema ahead of this release is a newer
+    release rolling out (migrations add, old code ignores), so it stays ready; and an
+    unreachable database is left to the requests that need it: every replica shares it,
+    and failing readiness would take them all out of service at once.
+    """
+    checks = await rag.readiness()
+    db = getattr(getattr(request.app.state, "keys", None), "db", None)  # the ApiKeys' database (app lifespan)
+    if isinstance(db, Database):
+        try:
+            behind = await asyncio.to_thread(db.schema_status) == "behind"
+        except RagserveError:
+            behind = False  # unreachable: see above
+        if behind:
+            checks["database"] = "schema behind this release: run 'ragserve db upgrade'"
+    return checks
 
 
 async def _cache_status(rag: RAG) -> dict[str, Any]:

@@ -24,5 +24,12 @@ async def metrics(request: Request, rag: RagDep) -> Response:
         # A scrape must still report the request and error counters while the store is down.
         log.warning("store totals unavailable for /metrics: %s", exc)
         totals = None
-    body, content_type = await asyncio.to_thread(exposition, totals, request.headers.get("accept", ""))
+    jobs: tuple[int, int] | None
+    try:
+        counts = await request.app.state.uploads.store.depth()
+        jobs = (counts.queued, counts.running)
+    except Exception as exc:
+        log.warning("job counts unavailable for /metrics: %s", exc)
+        jobs = None
+    body, content_type = await asyncio.to_thread(exposition, totals, request.headers.get("accept", ""), jobs)
     return Response(body, media_type=content_type)

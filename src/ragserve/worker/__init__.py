@@ -1,0 +1,1 @@
+"""Ingestion workers on a queue (Celery over Redis): `ragserve worker`."""
