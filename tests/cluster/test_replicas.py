@@ -64,6 +64,12 @@ KILL_AT_S = 20.0
 RESTART_AT_S = 35.0
 POLICY_EVERY_S = 5.0
 CLIENT_TIMEOUT_S = 10.0
+# Requests nginx had already sent to the victim when it was SIGKILLed (in flight, or written to a kept-alive
+# connection during the few milliseconds the dying processes still held their sockets) fail with 503: nginx
+# never resends a POST it has sent (the template leaves `non_idempotent` out on purpose; see its comment).
+# At 20 req/s and ~10 ms answers that is about one request; any other failure is a bug.
+MAX_LOST_IN_CRASH = 5
+CRASH_WINDOW_S = 1.0
 # Above what the load sends from its one key (RATE_PER_S * 60 = 1200 a minute), so the load is never
 # limited; the burst key then meets the same per-key limit.
 KEY_RPM = 1500
@@ -311,12 +317,14 @@ class PolicyCheck:
     at_s: float
     write_status: int | None
     answers: dict[str, str] = field(default_factory=dict)  # replica -> "fresh", "stale: [...]", "missing", error
+    x_cache: dict[str, str] = field(default_factory=dict)  # replica -> its X-Cache (miss, hit-exact, ...)
 
 
 @dataclass
 class Timeline:
     t0: float = 0.0
-    killed_s: float | None = None
+    killed_s: float | None = None  # SIGKILL sent
+    dead_s: float | None = None  # the whole process group gone
     restarted_s: float | None = None
     ready_s: float | None = None
     restart_error: str = ""
@@ -363,8 +371,9 @@ async def open_loop(client: httpx.AsyncClient, key: str, t0: float) -> list[Outc
 async def chaos(cluster: Cluster, timeline: Timeline, victim: int) -> None:
     """Kill the victim at KILL_AT_S, start it again at RESTART_AT_S, note when it is ready."""
     await asyncio.sleep(max(0.0, timeline.t0 + KILL_AT_S - time.monotonic()))
-    await asyncio.to_thread(cluster.kill, victim)
     timeline.killed_s = time.monotonic() - timeline.t0
+    await asyncio.to_thread(cluster.kill, victim)
+    timeline.dead_s = time.monotonic() - timeline.t0
     await asyncio.sleep(max(0.0, timeline.t0 + RESTART_AT_S - time.monotonic()))
     server = cluster.restart(victim)
     timeline.restarted_s = time.monotonic() - timeline.t0
@@ -426,6 +435,7 @@ async def policy_updates(
                     return f"api{index + 1}", f"error: {type(exc).__name__}"
                 if a.status_code != 200:
                     return f"api{index + 1}", f"error: {a.status_code} {a.text[:200]}"
+                check.x_cache[f"api{index + 1}"] = a.headers.get("x-cache", "")
                 return f"api{index + 1}", policy_verdict(a.json(), version)
 
             check.answers.update(await asyncio.gather(*(ask(i, u) for i, u in cluster.live_urls())))
@@ -472,7 +482,9 @@ def figures_table(figures: dict[str, Any]) -> str:
         "=" * 78,
         f"cluster: {REPLICAS} replicas x {WORKERS} workers behind nginx; "
         f"open loop {RATE_PER_S:g} req/s for {LOAD_S:g} s",
-        "timeline (s): killed {killed_s}, restarted {restarted_s}, ready again {ready_s}".format(**figures["timeline"]),
+        "timeline (s): SIGKILL {killed_s}, dead {dead_s}, restarted {restarted_s}, ready again {ready_s}".format(
+            **figures["timeline"]
+        ),
         f"{'phase':<8}{'requests':>10}{'failed':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'max ms':>10}",
     ]
     for phase, row in figures["phases"].items():
@@ -485,12 +497,14 @@ def figures_table(figures: dict[str, Any]) -> str:
             f"{ms(row['p50_s']):>10}{ms(row['p95_s']):>10}{ms(row['p99_s']):>10}{ms(row['max_s']):>10}"
         )
     lines += [
-        f"failures by status: {figures['failures_by_status']}",
+        f"failures by status: {figures['failures_by_status']}; lost in the crash (sent to the victim as it died, "
+        f"not resent by nginx: POST): {figures['lost_in_crash']}; other failures: {figures['other_failures']}",
+        f"victim served {figures['nginx']['victim_served_after_ready']} load requests after its restart",
         f"nginx: {figures['nginx']['retried_on_another_replica']} requests retried on another replica, "
         f"upstream statuses {figures['nginx']['upstream_statuses']}",
         f"policy checks: {figures['policy']['checks']} answers from replicas, {figures['policy']['stale']} stale, "
         f"{figures['policy']['missing']} missing, {figures['policy']['errors']} errors, "
-        f"{figures['policy']['write_failures']} failed writes",
+        f"{figures['policy']['write_failures']} failed writes; X-Cache {figures['policy']['x_cache']}",
         f"rate limit: {figures['rate_limit']['sent']} sent in {figures['rate_limit']['elapsed_s']:.1f} s, "
         f"{figures['rate_limit']['admitted']} admitted, limit {figures['rate_limit']['limit']}, "
         f"statuses {figures['rate_limit']['statuses']}",
@@ -560,6 +574,30 @@ def test_replicas_behind_nginx_survive_a_crash_never_serve_stale_and_share_rate_
         }
     access = cluster.access_log()
     by_request = {line["request_id"]: line for line in access}
+    victim_upstream = f"127.0.0.1:{cluster.replicas[victim].port}"
+
+    def lost_in_crash(o: Outcome) -> bool:
+        """nginx answered 503 after its one try, at the victim, failed as the victim was being killed."""
+        line = by_request.get(f"load-{o.index}") or {}
+        return (
+            o.status == 503
+            and line.get("upstream") == victim_upstream
+            and line.get("upstream_status") == "502"
+            and timeline.killed_s is not None
+            and abs(o.started_s - timeline.killed_s) <= CRASH_WINDOW_S
+        )
+
+    lost = [o for o in failed if lost_in_crash(o)]
+    other = [o for o in failed if not lost_in_crash(o)]
+    served_after = [
+        line
+        for line in access
+        if line["request_id"].startswith("load-")
+        and timeline.ready_s is not None
+        and int(line["request_id"][5:]) / RATE_PER_S > timeline.ready_s
+        and line["upstream"].split(", ")[-1] == victim_upstream
+        and line["status"] == 200
+    ]
     retried = [line for line in access if "," in line["upstream"]]
     answers = [verdict for c in checks for who, verdict in c.answers.items() if who != "write"]
     admitted = burst_statuses.get(200, 0)
@@ -567,11 +605,14 @@ def test_replicas_behind_nginx_survive_a_crash_never_serve_stale_and_share_rate_
         "timeline": {k: None if v is None else round(v, 2) for k, v in asdict(timeline).items() if k.endswith("_s")},
         "phases": phases,
         "failures_by_status": dict(Counter(str(o.status) for o in failed)),
+        "lost_in_crash": len(lost),
+        "other_failures": len(other),
         "failures": [
             {**asdict(o), "nginx": by_request.get(f"load-{o.index}")} for o in sorted(failed, key=lambda o: o.index)
         ][:50],
         "nginx": {
             "retried_on_another_replica": len(retried),
+            "victim_served_after_ready": len(served_after),
             "upstream_statuses": dict(Counter(line["upstream_status"] for line in access)),
         },
         "policy": {
@@ -580,6 +621,7 @@ def test_replicas_behind_nginx_survive_a_crash_never_serve_stale_and_share_rate_
             "missing": sum(1 for a in answers if a.startswith("missing")),
             "errors": sum(1 for a in answers if a.startswith("error")),
             "write_failures": sum(1 for c in checks if c.write_status != 201),
+            "x_cache": dict(Counter(x for c in checks for x in c.x_cache.values())),
             "by_version": [asdict(c) for c in checks],
         },
         "rate_limit": {
@@ -599,7 +641,10 @@ def test_replicas_behind_nginx_survive_a_crash_never_serve_stale_and_share_rate_
     assert not timeline.restart_error, f"the restarted replica never became ready:\n{timeline.restart_error}"
     assert timeline.killed_s is not None and timeline.ready_s is not None
     assert phases["during"]["requests"] > 0 and phases["after"]["requests"] > 0
-    assert not failed, f"{len(failed)} client requests failed: {json.dumps(figures['failures'][:10], indent=1)}"
+    failures = json.dumps(figures["failures"][:10], indent=1)
+    assert not other, f"{len(other)} client requests failed (besides {len(lost)} lost in the crash): {failures}"
+    assert len(lost) <= MAX_LOST_IN_CRASH, f"{len(lost)} requests lost in the crash: {failures}"
+    assert served_after, "nginx never sent the restarted replica any load"
 
     assert checks and figures["policy"]["write_failures"] == 0, figures["policy"]["by_version"]
     assert figures["policy"]["stale"] == 0, figures["policy"]["by_version"]

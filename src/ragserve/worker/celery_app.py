@@ -24,6 +24,7 @@ import threading
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import worker_process_init
 
 from ragserve.settings import Settings
 
@@ -81,6 +82,11 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def run_job(task: Task[Any, Any]) -> bool:
         return _runtime(settings).run()
 
+    @worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
+    def warm(**_: Any) -> None:
+        # Load the model when a worker process starts, not inside its first job.
+        _runtime(settings).open()
+
 
 class _Runtime:
     """What one worker process needs across tasks: an event loop, the RAG and the job store."""
@@ -90,13 +96,13 @@ class _Runtime:
         self.loop = asyncio.new_event_loop()
         self.worker: Any = None
 
-    def run(self) -> bool:
-        return self.loop.run_until_complete(self._run())
-
-    async def _run(self) -> bool:
+    def open(self) -> None:
         if self.worker is None:
-            self.worker = await _open_worker(self.settings)
-        ran: bool = await self.worker.run_one()
+            self.worker = self.loop.run_until_complete(_open_worker(self.settings))
+
+    def run(self) -> bool:
+        self.open()
+        ran: bool = self.loop.run_until_complete(self.worker.run_one())
         return ran
 
 
