@@ -404,10 +404,25 @@ def policy_verdict(body: dict[str, Any], version: int) -> str:
     return "fresh" if str(version) in seen else f"missing: {body.get('answer', '')[:120]!r}"
 
 
+async def ask_replica(direct: httpx.AsyncClient, key: str, index: int, url: str, check: PolicyCheck) -> None:
+    """Ask one replica, bypassing nginx, and note whether its answer shows `check.version` only."""
+    who = f"api{index + 1}"
+    try:
+        a = await direct.post(f"{url}/v1/query", json={"query": POLICY_QUESTION}, headers=headers(key))
+    except httpx.HTTPError as exc:
+        check.answers[who] = f"error: {type(exc).__name__}"
+        return
+    if a.status_code != 200:
+        check.answers[who] = f"error: {a.status_code} {a.text[:200]}"
+        return
+    check.x_cache[who] = a.headers.get("x-cache", "")
+    check.answers[who] = policy_verdict(a.json(), check.version)
+
+
 async def policy_updates(
     cluster: Cluster, client: httpx.AsyncClient, key: str, timeline: Timeline, checks: list[PolicyCheck]
 ) -> None:
-    """Every POLICY_EVERY_S: rewrite policy.md through nginx, then ask every live replica directly."""
+    """Every POLICY_EVERY_S: rewrite policy.md through nginx, then at once ask every live replica directly."""
     version = FIRST_POLICY
     n = 1
     async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S) as direct:
@@ -427,18 +442,7 @@ async def policy_updates(
             if r.status_code != 201:
                 check.answers["write"] = r.text[:300]
                 continue
-
-            async def ask(index: int, url: str, version: int = version) -> tuple[str, str]:
-                try:
-                    a = await direct.post(f"{url}/v1/query", json={"query": POLICY_QUESTION}, headers=headers(key))
-                except httpx.HTTPError as exc:
-                    return f"api{index + 1}", f"error: {type(exc).__name__}"
-                if a.status_code != 200:
-                    return f"api{index + 1}", f"error: {a.status_code} {a.text[:200]}"
-                check.x_cache[f"api{index + 1}"] = a.headers.get("x-cache", "")
-                return f"api{index + 1}", policy_verdict(a.json(), version)
-
-            check.answers.update(await asyncio.gather(*(ask(i, u) for i, u in cluster.live_urls())))
+            await asyncio.gather(*(ask_replica(direct, key, i, url, check) for i, url in cluster.live_urls()))
 
 
 async def burst(client: httpx.AsyncClient, key: str) -> tuple[Counter[int | str], float]:
