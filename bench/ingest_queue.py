@@ -145,8 +145,8 @@ def main() -> None:
     parser.add_argument("--worker-start-s", type=float, default=15.0)
     parser.add_argument("--models", type=Path, help="an exported model cache to reuse (a data dir's models/)")
     args = parser.parse_args()
-    results = [run(mode, args.dataset, args, args.models) for mode in ("in-process", "celery")]
-    json.dump(results, sys.stdout, indent=2)
+    rows = [run(mode, args.dataset, args, args.models) for mode in ("in-process", "celery")]
+    json.dump({"rows": rows}, sys.stdout, indent=2)
     print()
 
 

@@ -38,6 +38,17 @@ def main() -> None:
             f"({r['reingest_fraction']:.1%} of first) |"
         )
         print(f"\npeak RSS {r['peak_rss_mb']:.0f} MB\n", flush=True)
+        print("## Ingestion jobs: in the API process vs on Celery workers\n")
+        print("| mode | workers | documents | jobs | chunks | seconds | chunks/s |")
+        print("|---|---|---|---|---|---|---|")
+        queue_rows: list[dict[str, object]] = child("ingest_queue.py", str(args.scifact), "--limit", "600")["rows"]  # type: ignore[assignment]
+        for row in queue_rows:
+            print(
+                f"| {row['mode']} | {row['workers']} | {row['documents']} | {row['jobs']} | {row['chunks']} | "
+                f"{row['seconds']} | {row['chunks_per_s']} |",
+                flush=True,
+            )
+        print()
     else:
         print(f"SciFact not found at {args.scifact}; ingestion benchmark skipped\n")
 
