@@ -41,11 +41,12 @@ def main() -> None:
         print("## Ingestion jobs: in the API process vs on Celery workers\n")
         print("| mode | workers | documents | jobs | chunks | seconds | chunks/s |")
         print("|---|---|---|---|---|---|---|")
-        queue_rows: list[dict[str, object]] = child("ingest_queue.py", str(args.scifact), "--limit", "600")["rows"]  # type: ignore[assignment]
-        for row in queue_rows:
+        queued = child("ingest_queue.py", str(args.scifact), "--limit", "600")["rows"]
+        assert isinstance(queued, list)
+        for q in queued:
             print(
-                f"| {row['mode']} | {row['workers']} | {row['documents']} | {row['jobs']} | {row['chunks']} | "
-                f"{row['seconds']} | {row['chunks_per_s']} |",
+                f"| {q['mode']} | {q['workers']} | {q['documents']} | {q['jobs']} | {q['chunks']} | "
+                f"{q['seconds']} | {q['chunks_per_s']} |",
                 flush=True,
             )
         print()
