@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run ingestion jobs from the queue (RAGSERVE_QUEUE_URL)")
     worker.add_argument("--concurrency", type=int, help="worker processes (RAGSERVE_JOB_WORKERS)")
+    worker.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)")
 
     serve = sub.add_parser("serve", help="run the HTTP API and web page")
     serve.add_argument("--host")
@@ -208,7 +209,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from ragserve.worker.celery_app import run_worker
 
     configure_logging(settings)
-    run_worker(settings, args.concurrency or settings.job_workers)
+    run_worker(settings, args.concurrency or settings.job_workers, args.metrics_port)
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi import serve
+from servers import free_port
 
 from ragserve.rag import RAG
 from ragserve.settings import Settings
@@ -52,7 +53,7 @@ class Workers:
     def output(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in self.logs)
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
         log = register_log_file(self.data_dir / f"worker-{len(self.started)}.log")
         self.logs.append(log)
         with log.open("wb") as sink:
@@ -66,6 +67,7 @@ class Workers:
                     "worker",
                     "--concurrency",
                     "1",
+                    *args,
                 ],
                 env={**os.environ, **self.env},
                 stdout=sink,
@@ -147,7 +149,8 @@ async def wait_job(
 
 
 async def test_a_worker_runs_what_the_api_queues(client: httpx.AsyncClient, workers: Workers) -> None:
-    workers.start()
+    metrics_port = free_port()
+    workers.start("--metrics-port", str(metrics_port))
     job_id = await upload(client, {f"r{i}.md": markdown(i, 2) for i in range(3)})
     job = await wait_job(client, job_id, lambda j: j["state"] in ("succeeded", "failed"), within_s=120, workers=workers)
     assert job["state"] == "succeeded", job
@@ -155,6 +158,10 @@ async def test_a_worker_runs_what_the_api_queues(client: httpx.AsyncClient, work
     assert page["total"] == 3
     hits = (await client.post("/v1/search", json={"query": "harbour pilot 2 ballast", "collection": "reports"})).json()
     assert hits["results"] and hits["results"][0]["document_id"] == "r2.md"
+    async with httpx.AsyncClient(timeout=10) as direct:
+        scraped = (await direct.get(f"http://127.0.0.1:{metrics_port}/metrics")).text  # the worker's own
+    runs = [line for line in scraped.splitlines() if line.startswith('rag_ingest_job_seconds_count{stage="run"}')]
+    assert runs and float(runs[0].split()[-1]) == 1.0, scraped[:2000]
 
 
 async def test_a_worker_killed_mid_job_leaves_every_document_complete_once(

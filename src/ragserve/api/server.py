@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import shutil
-import tempfile
 import warnings
-from pathlib import Path
 from typing import Any
 
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from ragserve.observability.metrics import MULTIPROC_ENV
+from ragserve.observability.metrics import prepare_multiprocess_dir
 from ragserve.settings import Settings
 
 with warnings.catch_warnings():
@@ -73,21 +70,6 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         from ragserve.api.app import create_app
 
         return create_app()
-
-
-def prepare_multiprocess_dir() -> Path | None:
-    """Point `PROMETHEUS_MULTIPROC_DIR` at an empty directory; returns it when we created it (to remove at exit)."""
-    given = os.environ.get(MULTIPROC_ENV)
-    if given:
-        # Files left by an earlier run would be counted again as if their workers were alive.
-        path = Path(given)
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob("*.db"):
-            stale.unlink()
-        return None
-    created = Path(tempfile.mkdtemp(prefix="ragserve-metrics-"))
-    os.environ[MULTIPROC_ENV] = str(created)
-    return created
 
 
 def _child_exit(server: Any, worker: Any) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ragserve.errors import RagserveError
+from ragserve.observability.metrics import get_metrics
 from ragserve.types import Scope
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,10 @@ class JobWorker:
             with contextlib.suppress(Exception):
                 await self._store.release(job.id, owner)
             raise
+        job_seconds = get_metrics().ingest_job_seconds
+        if job.started_at is not None:
+            job_seconds.labels(stage="wait").observe(max(0.0, job.started_at - job.created_at))
+            job_seconds.labels(stage="run").observe(max(0.0, time.time() - job.started_at))
         try:
             if await self._store.finish(job.id, owner, outcome, latest):
                 await self._runner.discard(job)

@@ -12,9 +12,11 @@ scrape time (`exposition(totals=await rag.totals())`), so every worker reports t
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import (
     REGISTRY,
@@ -39,6 +41,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 # 50 µs to 1 s: an in-process hit at the low end, a Redis round trip near the cache timeout.
 CACHE_LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+# 100 ms to 2 h: a small upload at the low end, a large corpus at the high end.
+JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 
 # Bounded label values of the cache families; caches refuse other layer names when they are built.
 CACHE_LAYERS = frozenset({"l1", "l2", "semantic", "embedding"})
@@ -85,6 +90,7 @@ class Metrics:
     ratelimit_decisions: Counter
     ratelimit_errors: Counter
     auth_failures: Counter
+    ingest_job_seconds: Histogram
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status)).inc()
@@ -170,7 +176,26 @@ def _create() -> Metrics:
         # The limiter's store could not be asked; policy: open (admitted) or closed (refused).
         ratelimit_errors=Counter("rag_ratelimit_errors", "Rate limit checks that failed.", ["policy"]),
         auth_failures=Counter("rag_auth_failures", "Refused credentials by reason.", ["reason"]),
+        # stage: wait (queued until claimed) or run (claimed until finished), observed where the job ran.
+        ingest_job_seconds=Histogram(
+            "rag_ingest_job_seconds", "Ingestion job durations by stage.", ["stage"], buckets=JOB_BUCKETS
+        ),
     )
+
+
+def prepare_multiprocess_dir() -> Path | None:
+    """Point `PROMETHEUS_MULTIPROC_DIR` at an empty directory; returns it when we created it (to remove at exit)."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        # Files left by an earlier run would be counted again as if their workers were alive.
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        return None
+    created = Path(tempfile.mkdtemp(prefix="ragserve-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(created)
+    return created
 
 
 def multiprocess_enabled() -> bool:

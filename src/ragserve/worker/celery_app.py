@@ -20,12 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import threading
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from ragserve.observability.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from ragserve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -134,19 +138,38 @@ def _runtime(settings: Settings) -> _Runtime:
     return _runtimes[pid]
 
 
-def run_worker(settings: Settings, concurrency: int) -> None:
-    """`ragserve worker`: a Celery worker (prefork, `concurrency` processes) running ingestion jobs."""
-    app = make_celery(settings)
-    register_tasks(app, settings)
-    app.worker_main(
-        [
-            "worker",
-            f"--concurrency={concurrency}",
-            "--pool=prefork",
-            f"--queues={QUEUE}",
-            f"--loglevel={settings.log_level.upper()}",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-    )
+def run_worker(settings: Settings, concurrency: int, metrics_port: int = 0) -> None:
+    """`ragserve worker`: a Celery worker (prefork, `concurrency` processes) running ingestion jobs.
+
+    With `metrics_port`, its processes' metrics (`rag_ingest_job_seconds`, `rag_ingest_chunks_total`,
+    embedder and store breakers) are served at `http://<host>:<port>/metrics`, merged across them.
+    """
+    created = prepare_multiprocess_dir()  # before the pool forks: every child writes its samples there
+    try:
+        if metrics_port:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            start_http_server(metrics_port, addr=settings.host, registry=registry)
+        app = make_celery(settings)
+        register_tasks(app, settings)
+        app.worker_main(
+            [
+                "worker",
+                f"--concurrency={concurrency}",
+                "--pool=prefork",
+                f"--queues={QUEUE}",
+                f"--loglevel={settings.log_level.upper()}",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
+        )
+    finally:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+
+
+@worker_process_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
+def _forget_process(**_: Any) -> None:
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
