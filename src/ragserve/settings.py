@@ -170,7 +170,8 @@ class Settings(BaseSettings):
     rate_limit_tenant_tpm: int = Field(default=0, ge=0)
     rate_limit_token_burst: float = Field(default=1.0, ge=1.0, le=100.0)  # bucket size, in minutes of tokens
     rate_limit_fail_open: bool = True  # when Redis cannot be asked: admit (default) or refuse
-    rate_limit_timeout_ms: float = Field(default=20.0, gt=0, le=10_000)
+    # Measured on the event loop's clock, so a loop busy embedding counts against Redis: not too tight.
+    rate_limit_timeout_ms: float = Field(default=100.0, gt=0, le=10_000)
     # Monthly budgets: the default for every tenant, per-tenant overrides, and the default per key.
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     tenant_budgets: dict[str, BudgetSettings] = Field(default_factory=dict)

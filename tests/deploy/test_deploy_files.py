@@ -222,7 +222,12 @@ def test_nginx_limits_follow_ragserve_defaults(render: ModuleType) -> None:
     assert f"client_max_body_size {defaults.max_upload_bytes};" in conf
     assert "least_conn;" in conf and "max_fails=" in conf and "fail_timeout=" in conf
     assert "proxy_next_upstream error timeout http_502 http_503 http_504;" in conf
-    assert "non_idempotent" not in re.sub(r"#.*", "", conf), "POSTs must not be retried once sent"
+    # Only the read-only POSTs (questions, searches) may go to another replica once sent, and only
+    # after a connection error or a 503 (no work done): never after a timeout or a 502/504.
+    code = re.sub(r"#.*", "", conf)
+    assert code.count("non_idempotent") == 1, "only one location may retry a POST once sent"
+    readonly = re.search(r"location ~ \^/v1/\(query\|search\|chat/completions\)\$ \{(.*?)\}", code, re.S)
+    assert readonly is not None and "proxy_next_upstream error http_503 non_idempotent;" in readonly.group(1)
     assert "proxy_buffering off;" in conf
 
 
@@ -235,7 +240,8 @@ def test_nginx_accepts_the_config_rendered_for_local_replicas(render: ModuleType
 
 
 class _Replica(BaseHTTPRequestHandler):
-    """A stand-in API replica: answers with its name and the request's X-Request-ID; /v1/boom fails with 502."""
+    """A stand-in API replica: answers with its name and the request's X-Request-ID; on the "bad" replica
+    /v1/boom fails with 502 and /v1/search with 503 (a draining replica)."""
 
     protocol_version = "HTTP/1.1"
     server: _ReplicaServer
@@ -246,7 +252,8 @@ class _Replica(BaseHTTPRequestHandler):
             self.rfile.read(length)
         with self.server.lock:
             self.server.hits.append((self.command, self.path))
-        status = 502 if self.path == "/v1/boom" and self.server.name == "bad" else 200
+        bad = self.server.name == "bad"
+        status = 502 if self.path == "/v1/boom" and bad else 503 if self.path == "/v1/search" and bad else 200
         body = json.dumps({"replica": self.server.name, "request_id": self.headers.get("X-Request-ID")}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -324,11 +331,19 @@ def test_nginx_in_front_of_replicas_retries_only_what_is_safe(
             status, _, body = _request(listen, "POST", "/v1/query", b"{}", {"Content-Type": "application/json"})
             assert status == 200, body
 
-        # A POST that reached a replica is never sent again, even when that replica answered 502...
+        # A POST that reached a replica is never sent again when that replica answered 502 (a write
+        # may have happened; the read-only /v1/query, /v1/search and chat locations retry only after
+        # a connection error or a 503)...
         before = len(good.hits) + len(bad.hits)
         statuses = [_request(listen, "POST", "/v1/boom", b"{}")[0] for _ in range(12)]
         assert len(good.hits) + len(bad.hits) - before == 12, "a POST was sent twice"
         assert 502 in statuses and 200 in statuses
+        # A read-only POST that a replica refused with 503 (it did no work) is answered by another.
+        before = len(good.hits) + len(bad.hits)
+        for _ in range(8):
+            status, _, body = _request(listen, "POST", "/v1/search", b"{}", {"Content-Type": "application/json"})
+            assert status == 200, body
+        assert len(good.hits) + len(bad.hits) - before > 8, "no POST /v1/search was retried"
         # ...while a GET is retried on another replica.
         for _ in range(6):
             assert _request(listen, "GET", "/v1/boom")[0] == 200
