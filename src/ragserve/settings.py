@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     job_max_retries: int = Field(default=3, ge=0, le=20)
     job_stale_s: float = Field(default=30.0, ge=3, le=3600)  # a running job silent this long is re-queued
     job_time_limit_s: float = Field(default=1800.0, gt=0, le=86400)
+    job_parse_timeout_s: float = Field(default=120.0, gt=0, le=3600)  # per file of a job
 
     workers: int = Field(default=1, ge=1, le=64)
     graceful_timeout_s: float = Field(default=30.0, gt=0, le=600)

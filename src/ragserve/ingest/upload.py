@@ -170,10 +170,13 @@ async def ingest_uploads(
     metadata: Metadata | None = None,
     max_file_bytes: int,
     on_progress: Callable[[UploadProgress], None] | None = None,
+    parse_timeout_s: float | None = None,
 ) -> UploadReport:
     """Parse each file by its content and ingest every document; a bad file fails alone.
 
-    `metadata` is merged into every document's own, and wins where both name a key.
+    `metadata` is merged into every document's own, and wins where both name a key. A file
+    whose parsing takes over `parse_timeout_s` fails alone too ("took too long"): a
+    pathological PDF must not hold a whole job.
     """
     progress = UploadProgress(stage="parse", files_total=len(files))
     report = UploadReport()
@@ -182,7 +185,7 @@ async def ingest_uploads(
     documents: list[ParsedDocument] = []
     owners: dict[str, StagedFile] = {}
     for file in files:
-        parsed = await asyncio.to_thread(_parse, file, max_file_bytes)
+        parsed = await _parse_within(file, max_file_bytes, parse_timeout_s)
         if isinstance(parsed, FileError):
             report.errors.append(parsed)
         else:
@@ -217,6 +220,15 @@ async def ingest_uploads(
     progress.stage = "done"
     notify(progress)
     return report
+
+
+async def _parse_within(file: StagedFile, max_bytes: int, limit_s: float | None) -> list[ParsedDocument] | FileError:
+    try:
+        async with asyncio.timeout(limit_s):
+            # The thread cannot be stopped; it finishes in the background and its result is dropped.
+            return await asyncio.to_thread(_parse, file, max_bytes)
+    except TimeoutError:
+        return FileError.of(file.filename, ParseError(f"parsing took longer than {limit_s:g} s; the file was skipped"))
 
 
 def _parse(file: StagedFile, max_bytes: int) -> list[ParsedDocument] | FileError:

@@ -64,11 +64,13 @@ class Uploads:
         max_file_bytes: int,
         inline_bytes: int,
         on_enqueue: Callable[[], None] | None = None,
+        parse_timeout_s: float | None = None,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
         self.uploads_dir = uploads_dir
         self.max_file_bytes = max_file_bytes
+        self.parse_timeout_s = parse_timeout_s  # per file, in jobs
         self.inline_bytes = inline_bytes
         self.on_enqueue = on_enqueue
 
@@ -151,6 +153,7 @@ class Uploads:
             metadata=job.payload.get("metadata") or {},
             max_file_bytes=self.max_file_bytes,
             on_progress=lambda p: report(p.as_dict()),
+            parse_timeout_s=self.parse_timeout_s,
         )
         errors.extend(result.errors)
         return JobOutcome(
@@ -188,7 +191,7 @@ def upload_job(
 
 
 async def open_runner(settings: Settings, pipeline: IngestPipeline) -> tuple[JobStore, Uploads]:
-    """The jobs store in the data directory and the upload runner over it (an API process or a queue worker)."""
+    """The job store (the relational database) and the upload runner over it (an API process or a queue worker)."""
     store = await SQLJobStore.open(settings.database_url, settings.data_dir)
     uploads = Uploads(
         store,
@@ -196,6 +199,7 @@ async def open_runner(settings: Settings, pipeline: IngestPipeline) -> tuple[Job
         settings.data_dir / UPLOADS_DIR,
         max_file_bytes=settings.max_file_bytes,
         inline_bytes=settings.upload_inline_bytes,
+        parse_timeout_s=settings.job_parse_timeout_s,
     )
     return store, uploads
 
