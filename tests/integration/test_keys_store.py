@@ -20,45 +20,27 @@ from ragserve.errors import AuthenticationError, InvalidInputError, NotFoundErro
 from ragserve.relational.database import Database, api_keys, usage
 from ragserve.security.keys import ApiKeys
 from ragserve.security.usage import TENANT_TOTAL, Usage, UsageLedger, current_month
+from relational_backends import BACKENDS, database_url
 from secrets_registry import register
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PEPPER = b"pepper-for-the-key-store-tests-0123456789"
 
 
-def _admin_engine() -> sa.Engine:
-    return sa.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"), poolclass=sa.NullPool)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        db = Database.open(None, tmp_path)
-        assert db.dialect == "sqlite"
-        yield db
-        db.close()
-        return
-    engine = _admin_engine()
-    schema = f"t_{uuid.uuid4().hex}"
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable: {str(exc.orig).splitlines()[0]}")
-    db = Database.open(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}", tmp_path)
-    try:
-        assert db.dialect == "postgresql"
-        with db.engine.connect() as conn:  # the tables really are in the test's own schema
-            assert conn.execute(sa.text("SELECT current_schema()")).scalar() == schema
-        yield db
-    finally:
-        db.close()
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+    with database_url(request.param, tmp_path) as url:
+        db = Database.open(url, tmp_path)
+        try:
+            assert db.dialect == request.param
+            if url is not None:
+                with db.engine.connect() as conn:  # the tables really are in the test's own schema
+                    schema = url.rsplit("%3D", 1)[-1]
+                    assert conn.execute(sa.text("SELECT current_schema()")).scalar() == schema
+            yield db
+        finally:
+            db.close()
 
 
 def key_parts(key: str) -> tuple[str, str]:
