@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +48,6 @@ from ragserve.security.guards import QueryGuard
 from ragserve.settings import Settings
 from ragserve.store.base import VectorStore
 from ragserve.types import (
-    NAME_PATTERN,
     Answer,
     ChatTurn,
     CollectionStats,
@@ -64,22 +62,13 @@ from ragserve.types import (
     Scope,
     ScoredChunk,
     SearchMode,
+    check_name,
 )
 
 log = logging.getLogger(__name__)
-_NAME = re.compile(NAME_PATTERN)
 MAINTENANCE_FILE = "MAINTENANCE"
 MAINTENANCE_CHECK_S = 0.5
 MAX_OFFSET = 2**62  # SQLite's integers are 64-bit
-
-
-def _check_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise InvalidInputError(
-            f"{what} {value!r} is invalid: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
-            field=what,
-        )
-    return value
 
 
 @dataclass(slots=True)
@@ -143,8 +132,8 @@ class RAG:
 
     def scope(self, collection: str | None = None, tenant: str | None = None) -> Scope:
         return Scope(
-            tenant=_check_name(tenant or self.settings.default_tenant, "tenant"),
-            collection=_check_name(collection or self.settings.default_collection, "collection"),
+            tenant=check_name(tenant or self.settings.default_tenant, "tenant"),
+            collection=check_name(collection or self.settings.default_collection, "collection"),
         )
 
     # ---------------------------------------------------------------- ingest

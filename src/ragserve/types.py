@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from ragserve.errors import InvalidInputError
 
 # Some character that survives cleaning: not whitespace as Python strips it (str.isspace also
 # counts U+001C-U+001F and U+0085, which JSON Schema's \s does not), not a control, zero-width
@@ -11,6 +14,18 @@ from typing import Any, Literal
 NON_BLANK = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
 # Tenant and collection names: safe in paths, URLs, metric-free logs and Qdrant collection names.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def check_name(value: str, what: str) -> str:
+    """`value` if it is a valid tenant or collection name; InvalidInputError naming `what` otherwise."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise InvalidInputError(
+            f"{what} {value!r} is invalid: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            field=what,
+        )
+    return value
+
 
 SearchMode = Literal["dense", "keyword", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "keyword", "hybrid")

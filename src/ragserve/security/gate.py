@@ -24,22 +24,20 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from ragserve.errors import InvalidInputError, PermissionDeniedError, RateLimitedError
+from ragserve.errors import PermissionDeniedError, RateLimitedError
 from ragserve.ratelimit.base import BucketRule, Decision, RateLimiter, WindowRule, most_restrictive
 from ragserve.security.principal import Principal
-from ragserve.security.usage import Budget, Usage, UsageLedger, current_month
-from ragserve.settings import Settings
-from ragserve.types import NAME_PATTERN, Scope
+from ragserve.security.usage import TENANT_TOTAL, Budget, Usage, UsageLedger, current_month
+from ragserve.settings import BudgetSettings, Settings
+from ragserve.types import Scope, check_name
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 1.0
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
-_NAME_CHECK = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +93,8 @@ class Gate:
 
     @classmethod
     def from_settings(cls, settings: Settings, ledger: UsageLedger, limiter: RateLimiter) -> Gate:
-        def budget(b: object) -> Budget:
-            return Budget(tokens=getattr(b, "tokens", None), usd=getattr(b, "usd", None))
+        def budget(b: BudgetSettings) -> Budget:
+            return Budget(tokens=b.tokens, usd=b.usd)
 
         return cls(
             limiter=limiter,
@@ -112,10 +110,8 @@ class Gate:
     @staticmethod
     def scope(principal: Principal, need: str, collection: str) -> Scope:
         """The Scope `principal` may use for `need` on `collection`; PermissionDeniedError (403) otherwise."""
-        if not principal.has_scope(need):
-            raise PermissionDeniedError(f"this credential lacks the {need!r} scope")
-        if not _NAME_CHECK.match(collection):
-            raise InvalidInputError(f"collection {collection!r} is not a valid name", field="collection")
+        Gate.require(principal, need)
+        check_name(collection, "collection")
         if not principal.may_use(collection):
             raise PermissionDeniedError(f"this credential may not use collection {collection!r}")
         return Scope(tenant=principal.tenant, collection=collection)
@@ -180,10 +176,17 @@ class Gate:
     async def usage(self, tenant: str) -> dict[str, Usage]:
         """This month's usage of `tenant` by caller ("" is the tenant's total), written or not."""
         found = await self.ledger.month(tenant)
+        for who, spent in self._unwritten(tenant).items():
+            found[who] = _add(found.get(who, Usage()), spent)
+        return found
+
+    def _unwritten(self, tenant: str) -> dict[str, Usage]:
+        """What this process recorded for `tenant` this month and has not yet written, by caller and in total."""
         month = current_month()
+        found: dict[str, Usage] = {}
         for (t, key_id, m), spent in self._pending.items():
             if t == tenant and m == month:
-                for who in dict.fromkeys((key_id, "")):
+                for who in dict.fromkeys((key_id, TENANT_TOTAL)):
                     found[who] = _add(found.get(who, Usage()), spent)
         return found
 
@@ -200,12 +203,9 @@ class Gate:
         if tenant_budget.unlimited and key_budget.unlimited:
             return
         tenant_spent, key_spent = await self.ledger.spent(principal.tenant, principal.key_id)
-        month = current_month()
-        for (tenant, key_id, m), spent in self._pending.items():
-            if tenant == principal.tenant and m == month:
-                tenant_spent = _add(tenant_spent, spent)
-                if key_id == principal.key_id:
-                    key_spent = _add(key_spent, spent)
+        unwritten = self._unwritten(principal.tenant)
+        tenant_spent = _add(tenant_spent, unwritten.get(TENANT_TOTAL, Usage()))
+        key_spent = _add(key_spent, unwritten.get(principal.key_id, Usage()))
         tenant_budget.check(tenant_spent, f"tenant {principal.tenant!r}")
         key_budget.check(key_spent, f"credential {principal.key_id!r}")
 

@@ -31,11 +31,10 @@ from sqlalchemy import Connection, Row, select, update
 from ragserve.errors import AuthenticationError, InvalidInputError, NotFoundError
 from ragserve.relational.database import Database, api_keys
 from ragserve.security.principal import SCOPES, Principal
-from ragserve.types import NAME_PATTERN
+from ragserve.types import check_name
 
 PREFIX = "rsk_"
 _KEY = re.compile(r"^(rsk_[0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
-_NAME = re.compile(NAME_PATTERN)
 _DUMMY_SALT = "0" * 32
 # Budgets a database integer column and a float sum hold exactly.
 MAX_MONTHLY_TOKENS = 10**15
@@ -116,8 +115,7 @@ class ApiKeys:
         monthly_tokens: int | None = None,
         monthly_usd: float | None = None,
     ) -> NewKey:
-        if not _NAME.match(tenant):
-            raise InvalidInputError(f"tenant {tenant!r} is not a valid name", field="tenant")
+        check_name(tenant, "tenant")
         if not name.strip() or len(name) > 200:
             raise InvalidInputError("name must be 1-200 characters", field="name")
         if expires_in_s is not None and expires_in_s <= 0:
@@ -128,8 +126,7 @@ class ApiKeys:
             raise InvalidInputError(f"monthly_usd must be 0 to {MAX_MONTHLY_USD:g}", field="monthly_usd")
         allowed = None if collections is None else tuple(dict.fromkeys(collections))
         for collection in allowed or ():
-            if not _NAME.match(collection):
-                raise InvalidInputError(f"collection {collection!r} is not a valid name", field="collections")
+            check_name(collection, "collections")
         now = time.time()
         key_id = PREFIX + secrets.token_hex(4)
         secret = secrets.token_urlsafe(32)

@@ -21,7 +21,6 @@ import asyncio
 import logging
 import os
 import shutil
-import threading
 from typing import Any
 
 from celery import Celery, Task
@@ -70,7 +69,7 @@ class Dispatcher:
 
     def submit(self) -> None:
         """Ask a worker to run the oldest queued job (called from the loop; never blocks it)."""
-        threading.Thread(target=self._send, daemon=True, name="ragserve-dispatch").start()
+        asyncio.get_running_loop().run_in_executor(None, self._send)
 
     def _send(self) -> None:
         try:
